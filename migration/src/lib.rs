@@ -1,0 +1,17 @@
+//! jobu's schema for PostgreSQL, MySQL/MariaDB and SQLite: one migration set, applied by
+//! `jobu migrate` and checked by the daemon at start. Each step is written once with the
+//! column types that differ per backend chosen in `types`.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261126_000001_initial;
+pub mod types;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261126_000001_initial::Migration)]
+    }
+}

@@ -1,0 +1,134 @@
+//! `job_executions`: one row per (cron, fire time) or ad-hoc run, carrying its state, the
+//! claim's fencing token and lease, and the outcome of its last attempt.
+
+use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
+#[sea_orm(table_name = "job_executions")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    /// The cron this fire time belongs to; `None` for ad-hoc runs and deleted crons.
+    pub job_id: Option<i64>,
+    pub handler_name: String,
+    /// The fire time (for ad-hoc runs, the requested time).
+    pub scheduled_time: DateTimeUtc,
+    /// When the execution may next be claimed (fire time, or after a retry backoff).
+    pub run_at: DateTimeUtc,
+    /// One of [`Status`]'s names.
+    pub status: String,
+    pub params: Option<Json>,
+    /// `cron`, `manual` or `api`.
+    pub param_source: String,
+    /// Retries so far; the running attempt is number retry_count + 1.
+    pub retry_count: i32,
+    pub max_retry: i32,
+    pub timeout_seconds: i32,
+    /// Fencing token of the current claim: every transition of the attempt names it.
+    pub owner_token: Option<String>,
+    pub worker_id: Option<String>,
+    /// The claim is void after this instant (database clock) unless renewed.
+    pub lease_expires_at: Option<DateTimeUtc>,
+    /// An operator asked to stop the running attempt.
+    pub cancel_requested: bool,
+    pub started_at: Option<DateTimeUtc>,
+    pub finished_at: Option<DateTimeUtc>,
+    pub error_message: Option<String>,
+    pub result: Option<Json>,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::cron_job::Entity",
+        from = "Column::JobId",
+        to = "super::cron_job::Column::Id",
+        on_delete = "SetNull"
+    )]
+    CronJob,
+}
+
+impl Related<super::cron_job::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::CronJob.def()
+    }
+}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+/// The states of an execution: `PENDING -> RUNNING -> SUCCESS | FAILED | TIMEOUT`, and
+/// `CANCELLED` from PENDING or RUNNING.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    Pending,
+    Running,
+    Success,
+    Failed,
+    Timeout,
+    Cancelled,
+}
+
+impl Status {
+    pub const ALL: [Status; 6] = [
+        Status::Pending,
+        Status::Running,
+        Status::Success,
+        Status::Failed,
+        Status::Timeout,
+        Status::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "PENDING",
+            Status::Running => "RUNNING",
+            Status::Success => "SUCCESS",
+            Status::Failed => "FAILED",
+            Status::Timeout => "TIMEOUT",
+            Status::Cancelled => "CANCELLED",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        !matches!(self, Status::Pending | Status::Running)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown status `{s}`"))
+    }
+}
+
+/// Where an execution came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamSource {
+    Cron,
+    Manual,
+    Api,
+}
+
+impl ParamSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParamSource::Cron => "cron",
+            ParamSource::Manual => "manual",
+            ParamSource::Api => "api",
+        }
+    }
+}

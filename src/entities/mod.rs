@@ -1,0 +1,8 @@
+//! SeaORM entities for jobu's two tables. Reads go through these; every write that is part
+//! of a protocol (creation, claim, transitions, rescue) goes through `crate::store`.
+
+pub mod cron_job;
+pub mod job_execution;
+
+pub use cron_job::Entity as CronJobs;
+pub use job_execution::Entity as JobExecutions;

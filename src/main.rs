@@ -1,0 +1,168 @@
+//! The `jobu` command line: parses arguments, loads settings and maps failures to exit codes
+//! (2 for bad input or configuration, 1 for runtime failures such as an unreachable database).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use clap::{Parser, Subcommand};
+
+use jobu::config::{redact_url, ConfigSource, Settings};
+use jobu::schedule::Schedule;
+use jobu::store::Store;
+
+/// Exit code for invalid input or configuration.
+const EXIT_USAGE: u8 = 2;
+/// Exit code for failures at run time.
+const EXIT_FAILURE: u8 = 1;
+/// Upper bound on `cron next --count`.
+const MAX_NEXT_COUNT: usize = 100_000;
+
+#[derive(Parser)]
+#[command(
+    name = "jobu",
+    version,
+    about = "Cron job scheduler and job runner coordinated through its database"
+)]
+struct Cli {
+    /// Folder with database.yaml, dispatcher.yaml, worker.yaml, admin.yaml and logging.yaml
+    /// [default: ./config when it exists, else built-in defaults]
+    #[arg(long, global = true, value_name = "DIR", env = "JOBU_CONFIG_DIR")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply the schema migrations to the configured default database (idempotent)
+    Migrate,
+    /// Cron expression tools
+    Cron {
+        #[command(subcommand)]
+        command: CronCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CronCommand {
+    /// Print the next fire times of an expression, one RFC 3339 UTC instant per line
+    Next {
+        /// Five-field Unix cron expression, six fields with seconds first, or a macro such
+        /// as @daily
+        expression: String,
+        /// IANA time zone the expression is read in
+        #[arg(long, default_value = "UTC", value_name = "ZONE")]
+        tz: String,
+        /// Start instant (RFC 3339); printed instants are strictly after it [default: now]
+        #[arg(long, value_name = "RFC3339")]
+        from: Option<String>,
+        /// How many instants to print
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        count: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Cron {
+            command:
+                CronCommand::Next {
+                    expression,
+                    tz,
+                    from,
+                    count,
+                },
+        } => cron_next(&expression, &tz, from.as_deref(), count),
+        Command::Migrate => {
+            let settings = match load_settings(cli.config) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            runtime().block_on(migrate(&settings))
+        }
+    }
+}
+
+fn load_settings(dir: Option<PathBuf>) -> Result<Settings, ExitCode> {
+    let settings = Settings::load(&ConfigSource { dir, env: None }).map_err(|e| {
+        eprintln!("jobu: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })?;
+    jobu::telemetry::init(&settings.logging);
+    Ok(settings)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("jobu: cannot start the async runtime: {e}");
+            std::process::exit(EXIT_FAILURE.into());
+        }
+    }
+}
+
+async fn migrate(settings: &Settings) -> ExitCode {
+    let db = settings.default_database();
+    let url = redact_url(&db.url);
+    let store = match Store::connect(db).await {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("jobu: cannot connect to {url}: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let result = store.migrate().await;
+    let _ = store.close().await;
+    match result {
+        Ok(0) => {
+            println!("{url}: schema is up to date");
+            ExitCode::SUCCESS
+        }
+        Ok(n) => {
+            println!("{url}: applied {n} migration(s)");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("jobu: migrating {url} failed: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn cron_next(expression: &str, tz: &str, from: Option<&str>, count: usize) -> ExitCode {
+    let usage = |msg: String| {
+        eprintln!("jobu: {msg}");
+        ExitCode::from(EXIT_USAGE)
+    };
+    if count == 0 || count > MAX_NEXT_COUNT {
+        return usage(format!("--count must be between 1 and {MAX_NEXT_COUNT}"));
+    }
+    let schedule = match Schedule::parse(expression, tz) {
+        Ok(s) => s,
+        Err(e) => return usage(e.to_string()),
+    };
+    let start = match from {
+        None => Utc::now(),
+        Some(text) => match DateTime::parse_from_rfc3339(text) {
+            Ok(t) => t.with_timezone(&Utc),
+            Err(e) => {
+                return usage(format!(
+                    "--from {text:?} is not an RFC 3339 instant such as 2026-01-31T09:00:00Z ({e})"
+                ))
+            }
+        },
+    };
+    let mut out = String::new();
+    for instant in schedule.iter_after(start).take(count) {
+        out.push_str(&instant.to_rfc3339_opts(SecondsFormat::Secs, true));
+        out.push('\n');
+    }
+    print!("{out}");
+    ExitCode::SUCCESS
+}

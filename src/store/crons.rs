@@ -1,0 +1,110 @@
+//! Cron rows and the dispatcher's per-cron marker. The marker (`next_fire_time`) is advanced
+//! with a conditional update that names the value it expects, so when several dispatchers
+//! race only one moves it; the unique key of the creation protocol stays the guarantee.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+};
+
+use super::dialect::Sql;
+use super::{Store, StoreError, StoreResult};
+use crate::entities::cron_job;
+use crate::schedule::Schedule;
+
+/// A cron to insert; the expression and zone are validated before anything is written.
+#[derive(Debug, Clone)]
+pub struct NewCron {
+    pub name: String,
+    pub description: Option<String>,
+    pub cron_expression: String,
+    pub timezone: String,
+    pub handler_name: String,
+    pub handler_params: Option<serde_json::Value>,
+    pub is_enabled: bool,
+    pub allow_overlap: bool,
+    pub max_retry: i32,
+    pub timeout_seconds: i32,
+    pub misfire_policy: crate::config::MisfirePolicy,
+}
+
+impl NewCron {
+    /// A cron with the original defaults: enabled, overlap allowed, 3 retries, 300 s, UTC.
+    pub fn new(name: &str, cron_expression: &str, handler_name: &str) -> NewCron {
+        NewCron {
+            name: name.to_string(),
+            description: None,
+            cron_expression: cron_expression.to_string(),
+            timezone: "UTC".to_string(),
+            handler_name: handler_name.to_string(),
+            handler_params: None,
+            is_enabled: true,
+            allow_overlap: true,
+            max_retry: 3,
+            timeout_seconds: 300,
+            misfire_policy: crate::config::MisfirePolicy::Latest,
+        }
+    }
+}
+
+impl Store {
+    /// Inserts a cron after checking its expression and time zone.
+    pub async fn insert_cron(&self, new: &NewCron) -> StoreResult<cron_job::Model> {
+        Schedule::parse(&new.cron_expression, &new.timezone)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let policy = serde_json::to_value(new.misfire_policy)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| "latest".to_string());
+        let model = cron_job::ActiveModel {
+            name: Set(new.name.clone()),
+            description: Set(new.description.clone()),
+            cron_expression: Set(new.cron_expression.clone()),
+            timezone: Set(new.timezone.clone()),
+            handler_name: Set(new.handler_name.clone()),
+            handler_params: Set(new.handler_params.clone()),
+            is_enabled: Set(new.is_enabled),
+            allow_overlap: Set(new.allow_overlap),
+            max_retry: Set(new.max_retry),
+            timeout_seconds: Set(new.timeout_seconds),
+            misfire_policy: Set(policy),
+            next_fire_time: Set(None),
+            last_fire_time: Set(None),
+            // created_at/updated_at come from the column defaults: the database clock.
+            ..Default::default()
+        };
+        Ok(model.insert(&self.db).await?)
+    }
+
+    /// Enabled crons, by id.
+    pub async fn enabled_crons(&self) -> StoreResult<Vec<cron_job::Model>> {
+        Ok(cron_job::Entity::find()
+            .filter(cron_job::Column::IsEnabled.eq(true))
+            .order_by_asc(cron_job::Column::Id)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Moves a cron's marker from `expected` to `next` (and records `last_fire` when given).
+    /// `false`: another dispatcher moved it first, or the cron is gone.
+    pub async fn advance_marker(
+        &self,
+        cron_id: i64,
+        expected: Option<DateTime<Utc>>,
+        next: DateTime<Utc>,
+        last_fire: Option<DateTime<Utc>>,
+    ) -> StoreResult<bool> {
+        let mut q = Sql::new(self.dialect);
+        q.push("UPDATE cron_jobs SET next_fire_time = ").bind(next);
+        if let Some(last) = last_fire {
+            q.push(", last_fire_time = ").bind(last);
+        }
+        q.push(" WHERE id = ")
+            .bind(cron_id)
+            .push(" AND next_fire_time ")
+            .push(self.dialect.null_safe_eq())
+            .push(" ")
+            .bind(expected);
+        Ok(self.db.execute(q.build()).await?.rows_affected() == 1)
+    }
+}

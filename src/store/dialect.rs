@@ -1,0 +1,211 @@
+//! The few SQL differences between PostgreSQL, MySQL/MariaDB and SQLite that the protocol
+//! files need: placeholders, the database clock, clock arithmetic and error classification.
+//! Protocol SQL is written once against these helpers so the three dialects cannot drift.
+
+use sea_orm::{DatabaseBackend, DbErr, RuntimeErr, Statement, Value};
+
+/// Which SQL dialect a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    MySql,
+    Sqlite,
+}
+
+impl Dialect {
+    pub fn of(backend: DatabaseBackend) -> Dialect {
+        match backend {
+            DatabaseBackend::Postgres => Dialect::Postgres,
+            DatabaseBackend::MySql => Dialect::MySql,
+            DatabaseBackend::Sqlite => Dialect::Sqlite,
+        }
+    }
+
+    pub fn backend(self) -> DatabaseBackend {
+        match self {
+            Dialect::Postgres => DatabaseBackend::Postgres,
+            Dialect::MySql => DatabaseBackend::MySql,
+            Dialect::Sqlite => DatabaseBackend::Sqlite,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "postgres",
+            Dialect::MySql => "mysql",
+            Dialect::Sqlite => "sqlite",
+        }
+    }
+
+    /// The database clock, in the representation the instant columns use.
+    pub fn now(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "now()",
+            Dialect::MySql => "UTC_TIMESTAMP(6)",
+            // Same text shape sqlx writes for DateTime<Utc>, so comparisons order correctly.
+            Dialect::Sqlite => "strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')",
+        }
+    }
+
+    /// `IS NOT DISTINCT FROM`: equality that treats two NULLs as equal.
+    pub fn null_safe_eq(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "IS NOT DISTINCT FROM",
+            Dialect::MySql => "<=>",
+            Dialect::Sqlite => "IS",
+        }
+    }
+
+    /// Whether `UPDATE ... RETURNING` exists (MariaDB and MySQL have none).
+    pub fn has_update_returning(self) -> bool {
+        !matches!(self, Dialect::MySql)
+    }
+
+    /// Row locks that skip rows other transactions hold (SQLite serialises writers instead).
+    pub fn skip_locked(self) -> &'static str {
+        match self {
+            Dialect::Postgres | Dialect::MySql => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        }
+    }
+}
+
+/// A SQL statement built with dialect-correct placeholders.
+#[derive(Debug)]
+pub struct Sql {
+    dialect: Dialect,
+    text: String,
+    values: Vec<Value>,
+}
+
+impl Sql {
+    pub fn new(dialect: Dialect) -> Sql {
+        Sql {
+            dialect,
+            text: String::new(),
+            values: Vec::new(),
+        }
+    }
+
+    /// Appends literal SQL.
+    pub fn push(&mut self, sql: &str) -> &mut Self {
+        self.text.push_str(sql);
+        self
+    }
+
+    /// Appends a placeholder bound to `value`.
+    pub fn bind(&mut self, value: impl Into<Value>) -> &mut Self {
+        let value = match (self.dialect, value.into()) {
+            // sqlx sends DateTime<Utc> to MySQL as TIMESTAMP, which ends in 2038 (MariaDB
+            // turns a later value into NULL); a naive UTC value binds as DATETIME.
+            (Dialect::MySql, Value::ChronoDateTimeUtc(t)) => {
+                Value::ChronoDateTime(t.map(|t| Box::new(t.naive_utc())))
+            }
+            (_, v) => v,
+        };
+        self.values.push(value);
+        match self.dialect {
+            Dialect::Postgres => {
+                self.text.push('$');
+                self.text.push_str(&self.values.len().to_string());
+            }
+            Dialect::MySql | Dialect::Sqlite => self.text.push('?'),
+        }
+        self
+    }
+
+    /// Appends `(p1, p2, ...)` bound to `values`; callers must not pass an empty list.
+    pub fn bind_list<V: Into<Value> + Clone>(&mut self, values: &[V]) -> &mut Self {
+        self.push("(");
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.bind(v.clone());
+        }
+        self.push(")")
+    }
+
+    /// Appends the database clock.
+    pub fn now(&mut self) -> &mut Self {
+        let now = self.dialect.now();
+        self.push(now)
+    }
+
+    /// Appends the database clock plus `seconds` (may be fractional or negative).
+    pub fn now_plus(&mut self, seconds: f64) -> &mut Self {
+        match self.dialect {
+            Dialect::Postgres => {
+                self.push("(now() + ");
+                self.bind(seconds);
+                self.push(" * interval '1 second')")
+            }
+            Dialect::MySql => {
+                self.push("TIMESTAMPADD(MICROSECOND, ");
+                self.bind((seconds * 1_000_000.0).round() as i64);
+                self.push(", UTC_TIMESTAMP(6))")
+            }
+            Dialect::Sqlite => {
+                self.push("strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now', ");
+                self.bind(format!("{seconds:+.3} seconds"));
+                self.push(")")
+            }
+        }
+    }
+
+    pub fn build(self) -> Statement {
+        Statement::from_sql_and_values(self.dialect.backend(), self.text, self.values)
+    }
+}
+
+/// Errors worth retrying as they are: deadlocks, lock timeouts, serialization failures and
+/// a busy SQLite file.
+pub fn is_transient(err: &DbErr) -> bool {
+    let db_err = match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e))
+        | DbErr::Conn(RuntimeErr::SqlxError(e)) => e,
+        _ => return false,
+    };
+    let Some(e) = db_err.as_database_error() else {
+        return false;
+    };
+    let code = e.code().map(|c| c.into_owned()).unwrap_or_default();
+    if let Some(my) = e.try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>() {
+        // 1213 deadlock, 1205 lock wait timeout
+        return matches!(my.number(), 1213 | 1205);
+    }
+    // PostgreSQL: serialization failure, deadlock. SQLite: BUSY (5), LOCKED (6) and their
+    // extended codes (BUSY_SNAPSHOT = 517, ...), whose low byte is the primary code.
+    matches!(code.as_str(), "40001" | "40P01")
+        || code
+            .parse::<i32>()
+            .map(|c| matches!(c & 0xff, 5 | 6))
+            .unwrap_or(false)
+}
+
+/// Whether `err` is a unique-key violation.
+pub fn is_unique_violation(err: &DbErr) -> bool {
+    matches!(
+        err.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_follow_the_dialect() {
+        for (dialect, expected) in [
+            (Dialect::Postgres, "a = $1 AND b IN ($2, $3)"),
+            (Dialect::MySql, "a = ? AND b IN (?, ?)"),
+            (Dialect::Sqlite, "a = ? AND b IN (?, ?)"),
+        ] {
+            let mut q = Sql::new(dialect);
+            q.push("a = ").bind(1).push(" AND b IN ").bind_list(&[2, 3]);
+            assert_eq!(q.build().sql, expected);
+        }
+    }
+}

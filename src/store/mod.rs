@@ -1,0 +1,163 @@
+//! The protocols of DESIGN.md, the only code that writes `cron_jobs` scheduling state and
+//! `job_executions`. One file per concern, each holding its SQL for all three dialects:
+//!
+//! - [`create`]: insert-if-absent on `UNIQUE(job_id, scheduled_time)`
+//! - [`claim`]: PENDING -> RUNNING by conditional update, with owner token and lease
+//! - [`transition`]: fenced transitions of a claimed attempt and lease renewal
+//! - [`rescue`]: expired leases back to PENDING, or final when retries are exhausted
+//! - [`crons`]: cron rows and the dispatcher's per-cron marker
+//!
+//! Every instant the protocols compare (eligibility, leases) comes from the database clock.
+
+pub mod claim;
+pub mod create;
+pub mod crons;
+pub mod dialect;
+pub mod rescue;
+pub mod transition;
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
+
+use crate::config::{self, DatabaseSettings};
+pub use dialect::Dialect;
+
+/// The status names as stored.
+pub use crate::entities::job_execution::Status;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+    #[error("cannot prepare database at {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// How many times a statement that hit a deadlock or a busy SQLite file is retried.
+const TRANSIENT_RETRIES: u32 = 8;
+
+/// A connection pool to jobu's database and the dialect it speaks.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    dialect: Dialect,
+}
+
+impl Store {
+    /// Connects with the pool settings of one named database. A SQLite file and its folder
+    /// are created on first use when the URL says `mode=rwc`.
+    pub async fn connect(settings: &DatabaseSettings) -> StoreResult<Store> {
+        config::validate_database_url(&settings.url).map_err(StoreError::Invalid)?;
+        let url = normalize_url(&settings.url);
+        if let Some(path) = config::sqlite_path(&url) {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+                    path: parent.display().to_string(),
+                    source,
+                })?;
+            }
+        }
+        let mut opts = ConnectOptions::new(url);
+        opts.max_connections(settings.max_connections)
+            .min_connections(settings.min_connections)
+            .connect_timeout(Duration::from_secs(settings.connect_timeout_seconds))
+            .acquire_timeout(Duration::from_secs(settings.acquire_timeout_seconds))
+            .idle_timeout(Duration::from_secs(settings.idle_timeout_seconds))
+            .max_lifetime(Duration::from_secs(settings.max_lifetime_seconds))
+            .sqlx_logging(false)
+            // WAL lets readers run beside the one writer; waiting on a busy file beats
+            // failing, since several processes may share it.
+            .map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(30))
+                    .foreign_keys(true)
+            });
+        let db = Database::connect(opts).await?;
+        Ok(Store::from_connection(db))
+    }
+
+    pub fn from_connection(db: DatabaseConnection) -> Store {
+        let dialect = Dialect::of(db.get_database_backend());
+        Store { db, dialect }
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Applies pending migrations; returns how many were applied (0 when up to date).
+    pub async fn migrate(&self) -> StoreResult<usize> {
+        let pending = Migrator::get_pending_migrations(&self.db).await?.len();
+        Migrator::up(&self.db, None).await?;
+        Ok(pending)
+    }
+
+    /// Migrations this binary knows that the database has not applied.
+    pub async fn pending_migrations(&self) -> StoreResult<usize> {
+        Ok(Migrator::get_pending_migrations(&self.db).await?.len())
+    }
+
+    /// The database clock.
+    pub async fn now(&self) -> StoreResult<DateTime<Utc>> {
+        #[derive(sea_orm::FromQueryResult)]
+        struct Now {
+            now: DateTime<Utc>,
+        }
+        let mut q = dialect::Sql::new(self.dialect);
+        q.push("SELECT ").now().push(" AS now");
+        let row = Now::find_by_statement(q.build()).one(&self.db).await?;
+        row.map(|r| r.now)
+            .ok_or_else(|| StoreError::Invalid("the database returned no clock".into()))
+    }
+
+    pub async fn close(self) -> StoreResult<()> {
+        self.db.close().await?;
+        Ok(())
+    }
+}
+
+use sea_orm::FromQueryResult as _;
+
+/// `mariadb://` is accepted for convenience; sqlx speaks to MariaDB as `mysql://`.
+fn normalize_url(url: &str) -> String {
+    match url.strip_prefix("mariadb://") {
+        Some(rest) => format!("mysql://{rest}"),
+        None => url.to_string(),
+    }
+}
+
+/// Runs `op` again while it fails with a deadlock, lock timeout or busy SQLite file.
+pub(crate) async fn retry_transient<T, F, Fut>(mut op: F) -> Result<T, DbErr>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, DbErr>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Err(e) if attempt < TRANSIENT_RETRIES && dialect::is_transient(&e) => {
+                attempt += 1;
+                let pause = 5u64 * (1 << attempt.min(6)) + rand::random_range(0..10u64);
+                tracing::debug!(error = %e, attempt, "transient database error, retrying");
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Rescue protocol: RUNNING rows whose lease expired on the database clock (their worker died,
+//! hung or lost the database) go back to PENDING with the attempt counted, or become FAILED
+//! when retries are exhausted, by the retry rule of [`super::transition`]. The guard
+//! `status = 'RUNNING' AND lease_expires_at < now` makes a row rescued once however many
+//! rescuers race: the second update finds the row no longer RUNNING.
+
+use sea_orm::{ConnectionTrait, EntityTrait, TransactionTrait};
+
+use super::dialect::{Dialect, Sql};
+use super::transition::retry_or_final;
+use super::{retry_transient, Store, StoreResult};
+use crate::entities::job_execution::{self, Status};
+
+/// The error recorded on a rescued attempt.
+pub const LEASE_EXPIRED_MESSAGE: &str =
+    "lease expired: the worker running this attempt stopped renewing it (crashed, killed or cut off)";
+
+impl Store {
+    /// Rescues up to `limit` expired leases and returns the rows as they are afterwards
+    /// (PENDING for a retry, or FAILED). Rescued attempts are eligible again at once.
+    pub async fn rescue_expired(&self, limit: u32) -> StoreResult<Vec<job_execution::Model>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(retry_transient(|| self.try_rescue(limit)).await?)
+    }
+
+    async fn try_rescue(&self, limit: u32) -> Result<Vec<job_execution::Model>, sea_orm::DbErr> {
+        let d = self.dialect;
+        let expired = |q: &mut Sql| {
+            q.push(" status = ")
+                .bind(Status::Running.as_str())
+                .push(" AND lease_expires_at < ")
+                .now();
+        };
+        match d {
+            Dialect::Postgres | Dialect::Sqlite => {
+                let mut q = Sql::new(d);
+                q.push("UPDATE job_executions");
+                retry_or_final(&mut q, Status::Failed, LEASE_EXPIRED_MESSAGE, 0.0);
+                q.push(" WHERE id IN (SELECT id FROM job_executions WHERE");
+                expired(&mut q);
+                q.push(" ORDER BY lease_expires_at LIMIT ")
+                    .bind(limit as i64)
+                    .push(d.skip_locked())
+                    .push(") AND");
+                expired(&mut q);
+                q.push(" RETURNING *");
+                job_execution::Entity::find()
+                    .from_raw_sql(q.build())
+                    .all(&self.db)
+                    .await
+            }
+            Dialect::MySql => {
+                let txn = self.db.begin().await?;
+                let mut q = Sql::new(d);
+                q.push("SELECT id FROM job_executions WHERE");
+                expired(&mut q);
+                q.push(" ORDER BY lease_expires_at LIMIT ")
+                    .bind(limit as i64)
+                    .push(d.skip_locked());
+                let ids: Vec<i64> = txn
+                    .query_all(q.build())
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get_by_index::<i64>(0))
+                    .collect::<Result<_, _>>()?;
+                if ids.is_empty() {
+                    txn.commit().await?;
+                    return Ok(Vec::new());
+                }
+                // The rows are locked by this transaction, so the guard still holds for all.
+                let mut q = Sql::new(d);
+                q.push("UPDATE job_executions");
+                retry_or_final(&mut q, Status::Failed, LEASE_EXPIRED_MESSAGE, 0.0);
+                q.push(" WHERE id IN ").bind_list(&ids).push(" AND");
+                expired(&mut q);
+                txn.execute(q.build()).await?;
+                let mut q = Sql::new(d);
+                q.push("SELECT * FROM job_executions WHERE id IN ")
+                    .bind_list(&ids);
+                let rows = job_execution::Entity::find()
+                    .from_raw_sql(q.build())
+                    .all(&txn)
+                    .await?;
+                txn.commit().await?;
+                Ok(rows)
+            }
+        }
+    }
+}

@@ -1,0 +1,712 @@
+//! The store conformance suite: every protocol of `jobu::store`, written once and run on
+//! SQLite, PostgreSQL and MySQL/MariaDB (each test gets its own database). Races use
+//! separate connection pools per contender, as separate processes would, and are judged by
+//! counting rows afterwards.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use jobu::entities::job_execution::{self, ParamSource, Status};
+use jobu::entities::{CronJobs, JobExecutions};
+use jobu::store::claim::ClaimRequest;
+use jobu::store::create::{Created, NewExecution};
+use jobu::store::crons::NewCron;
+use jobu::store::transition::{FailOutcome, Failure, Lease};
+use jobu::store::Store;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
+use tokio::sync::Barrier;
+
+use common::TestDb;
+
+const HANDLER: &str = "noop";
+
+fn handlers() -> Vec<String> {
+    vec![HANDLER.to_string()]
+}
+
+fn claim_req<'a>(worker: &'a str, handlers: &'a [String], limit: u32) -> ClaimRequest<'a> {
+    ClaimRequest {
+        worker_id: worker,
+        handlers,
+        limit,
+        lease_seconds: 30.0,
+    }
+}
+
+fn execution(job_id: Option<i64>, scheduled: DateTime<Utc>, max_retry: i32) -> NewExecution {
+    NewExecution {
+        job_id,
+        handler_name: HANDLER.to_string(),
+        scheduled_time: scheduled,
+        run_at: scheduled,
+        params: Some(serde_json::json!({"n": 1})),
+        param_source: ParamSource::Cron,
+        max_retry,
+        timeout_seconds: 300,
+    }
+}
+
+/// Inserts `n` ad-hoc PENDING executions that are due now, in bulk.
+async fn seed_pending(store: &Store, n: usize, max_retry: i32) {
+    let due = store.now().await.expect("db clock") - Duration::seconds(5);
+    let rows: Vec<job_execution::ActiveModel> = (0..n)
+        .map(|i| job_execution::ActiveModel {
+            job_id: Set(None),
+            handler_name: Set(HANDLER.to_string()),
+            scheduled_time: Set(due),
+            run_at: Set(due + Duration::milliseconds(i as i64 % 1000)),
+            status: Set(Status::Pending.as_str().to_string()),
+            params: Set(None),
+            param_source: Set(ParamSource::Api.as_str().to_string()),
+            retry_count: Set(0),
+            max_retry: Set(max_retry),
+            timeout_seconds: Set(300),
+            cancel_requested: Set(false),
+            created_at: Set(due),
+            updated_at: Set(due),
+            ..Default::default()
+        })
+        .collect();
+    for chunk in rows.chunks(500) {
+        JobExecutions::insert_many(chunk.to_vec())
+            .exec(store.connection())
+            .await
+            .expect("seed executions");
+    }
+}
+
+async fn count_status(store: &Store, status: Status) -> u64 {
+    JobExecutions::find()
+        .filter(job_execution::Column::Status.eq(status.as_str()))
+        .count(store.connection())
+        .await
+        .expect("count")
+}
+
+async fn claim_one(store: &Store, worker: &str) -> job_execution::Model {
+    let h = handlers();
+    let mut rows = store.claim(&claim_req(worker, &h, 1)).await.expect("claim");
+    assert_eq!(rows.len(), 1, "expected one claimable execution");
+    rows.remove(0)
+}
+
+backend_test!(migrations_are_idempotent, |db: TestDb| async move {
+    assert_eq!(db.store.pending_migrations().await.unwrap(), 0);
+    assert_eq!(
+        db.store.migrate().await.unwrap(),
+        0,
+        "second run applies nothing"
+    );
+    assert_eq!(
+        CronJobs::find().count(db.store.connection()).await.unwrap(),
+        0
+    );
+});
+
+backend_test!(
+    eight_claimers_race_over_5000_rows,
+    |db: TestDb| async move {
+        const ROWS: usize = 5000;
+        const CLAIMERS: usize = 8;
+        seed_pending(&db.store, ROWS, 3).await;
+
+        let barrier = Arc::new(Barrier::new(CLAIMERS));
+        let mut tasks = Vec::new();
+        for c in 0..CLAIMERS {
+            let store = db.new_store(2).await;
+            let barrier = barrier.clone();
+            tasks.push(tokio::spawn(async move {
+                let worker = format!("claimer-{c}");
+                let h = handlers();
+                let mut mine: Vec<(i64, String)> = Vec::new();
+                barrier.wait().await;
+                loop {
+                    let batch = store
+                        .claim(&claim_req(&worker, &h, 25))
+                        .await
+                        .expect("claim");
+                    if batch.is_empty() {
+                        break;
+                    }
+                    for row in batch {
+                        assert_eq!(row.status, Status::Running.as_str());
+                        assert_eq!(row.worker_id.as_deref(), Some(worker.as_str()));
+                        mine.push((row.id, row.owner_token.expect("token on claimed row")));
+                    }
+                }
+                let _ = store.close().await;
+                mine
+            }));
+        }
+        let mut seen: HashMap<i64, String> = HashMap::new();
+        let mut claimers_with_rows = 0;
+        for task in tasks {
+            let mine = task.await.expect("claimer task");
+            if !mine.is_empty() {
+                claimers_with_rows += 1;
+            }
+            for (id, token) in mine {
+                assert!(
+                    seen.insert(id, token).is_none(),
+                    "execution {id} claimed twice"
+                );
+            }
+        }
+        assert_eq!(seen.len(), ROWS, "every row claimed exactly once");
+        assert!(claimers_with_rows > 1, "the claimers did not actually race");
+        assert_eq!(count_status(&db.store, Status::Running).await, ROWS as u64);
+        assert_eq!(count_status(&db.store, Status::Pending).await, 0);
+        // The row's token is the one its claimer was handed.
+        let rows = JobExecutions::find()
+            .all(db.store.connection())
+            .await
+            .unwrap();
+        for row in rows {
+            assert_eq!(row.owner_token.as_ref(), seen.get(&row.id));
+        }
+    }
+);
+
+backend_test!(
+    four_creators_race_over_1000_fire_times,
+    |db: TestDb| async move {
+        const FIRES: usize = 1000;
+        const CREATORS: usize = 4;
+        let cron = db
+            .store
+            .insert_cron(&NewCron::new("race", "* * * * *", HANDLER))
+            .await
+            .expect("cron");
+        let cron_id = cron.id;
+        let base = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let fires: Arc<Vec<DateTime<Utc>>> = Arc::new(
+            (0..FIRES)
+                .map(|i| base + Duration::minutes(i as i64))
+                .collect(),
+        );
+
+        let barrier = Arc::new(Barrier::new(CREATORS));
+        let mut tasks = Vec::new();
+        for _ in 0..CREATORS {
+            let store = db.new_store(2).await;
+            let (barrier, fires) = (barrier.clone(), fires.clone());
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                let mut new = 0usize;
+                for &t in fires.iter() {
+                    if store
+                        .create_if_absent(&execution(Some(cron_id), t, 3))
+                        .await
+                        .expect("create")
+                        .is_new()
+                    {
+                        new += 1;
+                    }
+                }
+                let _ = store.close().await;
+                new
+            }));
+        }
+        let mut total_new = 0;
+        for task in tasks {
+            total_new += task.await.expect("creator task");
+        }
+        assert_eq!(
+            total_new, FIRES,
+            "the creators' new counts add up to the fire times"
+        );
+        let rows = JobExecutions::find()
+            .all(db.store.connection())
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), FIRES);
+        let distinct: HashSet<_> = rows.iter().map(|r| r.scheduled_time).collect();
+        assert_eq!(distinct.len(), FIRES);
+        assert!(rows.iter().all(|r| r.job_id == Some(cron.id)));
+    }
+);
+
+backend_test!(create_reports_new_then_exists, |db: TestDb| async move {
+    let cron = db
+        .store
+        .insert_cron(&NewCron::new("once", "0 * * * *", HANDLER))
+        .await
+        .unwrap();
+    let t = Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0).unwrap();
+    let first = db
+        .store
+        .create_if_absent(&execution(Some(cron.id), t, 3))
+        .await
+        .unwrap();
+    let Created::New(id) = first else {
+        panic!("first insert must be new, got {first:?}")
+    };
+    assert_eq!(
+        db.store
+            .create_if_absent(&execution(Some(cron.id), t, 3))
+            .await
+            .unwrap(),
+        Created::Exists
+    );
+    // Ad-hoc runs have no cron and never collide.
+    for _ in 0..2 {
+        assert!(db
+            .store
+            .create_if_absent(&execution(None, t, 3))
+            .await
+            .unwrap()
+            .is_new());
+    }
+    let row = db.store.execution(id).await.unwrap().expect("row");
+    assert_eq!(row.status, Status::Pending.as_str());
+    assert_eq!(row.scheduled_time, t);
+    assert_eq!(row.params, Some(serde_json::json!({"n": 1})));
+    // A cron that does not exist is an error, not a silent "exists".
+    assert!(db
+        .store
+        .create_if_absent(&execution(Some(cron.id + 1000), t, 3))
+        .await
+        .is_err());
+});
+
+backend_test!(
+    instants_survive_2038_with_microseconds,
+    |db: TestDb| async move {
+        let t = Utc.with_ymd_and_hms(2100, 12, 31, 23, 59, 59).unwrap()
+            + Duration::microseconds(123_456);
+        let Created::New(id) = db
+            .store
+            .create_if_absent(&execution(None, t, 0))
+            .await
+            .unwrap()
+        else {
+            panic!("new row expected")
+        };
+        let row = db.store.execution(id).await.unwrap().unwrap();
+        assert_eq!(row.scheduled_time, t);
+        let clock = db.store.now().await.unwrap();
+        assert!(
+            (clock - Utc::now()).num_seconds().abs() < 60,
+            "db clock is UTC: {clock}"
+        );
+    }
+);
+
+backend_test!(
+    claim_takes_due_rows_of_known_handlers_oldest_first,
+    |db: TestDb| async move {
+        let now = db.store.now().await.unwrap();
+        let mut future = execution(None, now, 0);
+        future.run_at = now + Duration::hours(1);
+        db.store.create_if_absent(&future).await.unwrap();
+        let mut other = execution(None, now - Duration::seconds(30), 0);
+        other.handler_name = "other".into();
+        other.run_at = other.scheduled_time;
+        db.store.create_if_absent(&other).await.unwrap();
+        let later = execution(None, now - Duration::seconds(10), 0);
+        let older = execution(None, now - Duration::seconds(20), 0);
+        let Created::New(later_id) = db.store.create_if_absent(&later).await.unwrap() else {
+            panic!()
+        };
+        let Created::New(older_id) = db.store.create_if_absent(&older).await.unwrap() else {
+            panic!()
+        };
+
+        let h = handlers();
+        let got = db.store.claim(&claim_req("w", &h, 10)).await.unwrap();
+        assert_eq!(
+            got.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![older_id, later_id]
+        );
+        let lease = got[0].lease_expires_at.expect("lease set");
+        assert!(
+            lease > now + Duration::seconds(20),
+            "lease on the database clock: {lease}"
+        );
+        assert!(db
+            .store
+            .claim(&claim_req("w", &h, 10))
+            .await
+            .unwrap()
+            .is_empty());
+        let empty: Vec<String> = Vec::new();
+        assert!(db
+            .store
+            .claim(&claim_req("w", &empty, 10))
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(count_status(&db.store, Status::Pending).await, 2);
+    }
+);
+
+backend_test!(stale_token_changes_nothing, |db: TestDb| async move {
+    seed_pending(&db.store, 1, 3).await;
+    let row = claim_one(&db.store, "w1").await;
+    let token = row.owner_token.clone().unwrap();
+    let stale = uuid::Uuid::new_v4().to_string();
+
+    assert!(!db.store.succeed(row.id, &stale, None).await.unwrap());
+    assert_eq!(
+        db.store
+            .fail(row.id, &stale, Failure::Failed, "x", 0.0)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(!db.store.release(row.id, &stale).await.unwrap());
+    assert!(!db.store.cancelled(row.id, &stale, "x").await.unwrap());
+    assert_eq!(
+        db.store.renew_lease(row.id, &stale, 30.0).await.unwrap(),
+        Lease::Lost
+    );
+    let after = db.store.execution(row.id).await.unwrap().unwrap();
+    assert_eq!(after, row, "a stale token must not change the row");
+
+    assert!(db
+        .store
+        .succeed(row.id, &token, Some(serde_json::json!({"ok": true})))
+        .await
+        .unwrap());
+    // Once final, even the real token changes nothing.
+    assert!(!db.store.succeed(row.id, &token, None).await.unwrap());
+    assert_eq!(
+        db.store.renew_lease(row.id, &token, 30.0).await.unwrap(),
+        Lease::Lost
+    );
+    let done = db.store.execution(row.id).await.unwrap().unwrap();
+    assert_eq!(done.status, Status::Success.as_str());
+    assert_eq!(done.result, Some(serde_json::json!({"ok": true})));
+    assert!(done.finished_at.is_some() && done.owner_token.is_none());
+});
+
+backend_test!(failures_retry_then_end_final, |db: TestDb| async move {
+    // max_retry = 2: three attempts, then FAILED with retry_count 2.
+    seed_pending(&db.store, 1, 2).await;
+    for attempt in 0..3 {
+        let row = claim_one(&db.store, "w").await;
+        assert_eq!(row.retry_count, attempt);
+        let token = row.owner_token.unwrap();
+        let outcome = db
+            .store
+            .fail(
+                row.id,
+                &token,
+                Failure::Failed,
+                &format!("boom {attempt}"),
+                0.0,
+            )
+            .await
+            .unwrap()
+            .expect("owned");
+        match (attempt, outcome) {
+            (0 | 1, FailOutcome::Retrying { retry_count, .. }) => {
+                assert_eq!(retry_count, attempt + 1)
+            }
+            (
+                2,
+                FailOutcome::Final {
+                    status,
+                    retry_count,
+                },
+            ) => {
+                assert_eq!((status, retry_count), (Status::Failed, 2))
+            }
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    let h = handlers();
+    assert!(db
+        .store
+        .claim(&claim_req("w", &h, 1))
+        .await
+        .unwrap()
+        .is_empty());
+    let row = JobExecutions::find()
+        .one(db.store.connection())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, Status::Failed.as_str());
+    assert_eq!(row.retry_count, 2);
+    assert_eq!(row.error_message.as_deref(), Some("boom 2"));
+    assert!(row.finished_at.is_some());
+});
+
+backend_test!(
+    backoff_delays_the_retry_on_the_db_clock,
+    |db: TestDb| async move {
+        seed_pending(&db.store, 1, 1).await;
+        let row = claim_one(&db.store, "w").await;
+        let before = db.store.now().await.unwrap();
+        let outcome = db
+            .store
+            .fail(
+                row.id,
+                row.owner_token.as_deref().unwrap(),
+                Failure::Timeout,
+                "slow",
+                3600.0,
+            )
+            .await
+            .unwrap();
+        let Some(FailOutcome::Retrying {
+            retry_count: 1,
+            run_at,
+        }) = outcome
+        else {
+            panic!("expected a retry, got {outcome:?}")
+        };
+        assert!(
+            run_at >= before + Duration::seconds(3599),
+            "run_at {run_at} not pushed out"
+        );
+        let h = handlers();
+        assert!(
+            db.store
+                .claim(&claim_req("w", &h, 1))
+                .await
+                .unwrap()
+                .is_empty(),
+            "not yet due"
+        );
+        // The last attempt times out for good.
+        JobExecutions::update_many()
+            .col_expr(
+                job_execution::Column::RunAt,
+                sea_orm::sea_query::Expr::value(before - Duration::seconds(1)),
+            )
+            .exec(db.store.connection())
+            .await
+            .unwrap();
+        let row = claim_one(&db.store, "w").await;
+        let outcome = db
+            .store
+            .fail(
+                row.id,
+                row.owner_token.as_deref().unwrap(),
+                Failure::Timeout,
+                "slow",
+                0.0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            Some(FailOutcome::Final {
+                status: Status::Timeout,
+                retry_count: 1
+            })
+        );
+    }
+);
+
+backend_test!(release_returns_without_counting, |db: TestDb| async move {
+    seed_pending(&db.store, 1, 0).await;
+    let row = claim_one(&db.store, "w1").await;
+    assert!(db
+        .store
+        .release(row.id, row.owner_token.as_deref().unwrap())
+        .await
+        .unwrap());
+    let again = claim_one(&db.store, "w2").await;
+    assert_eq!(again.id, row.id);
+    assert_eq!(again.retry_count, 0, "a release is not an attempt");
+    assert_ne!(
+        again.owner_token, row.owner_token,
+        "each claim has its own token"
+    );
+    assert!(!db
+        .store
+        .succeed(row.id, row.owner_token.as_deref().unwrap(), None)
+        .await
+        .unwrap());
+});
+
+backend_test!(renewal_extends_the_lease, |db: TestDb| async move {
+    seed_pending(&db.store, 1, 0).await;
+    let h = handlers();
+    let mut req = claim_req("w", &h, 1);
+    req.lease_seconds = 5.0;
+    let row = db.store.claim(&req).await.unwrap().remove(0);
+    let first = row.lease_expires_at.unwrap();
+    let Lease::Held {
+        expires_at,
+        cancel_requested,
+    } = db
+        .store
+        .renew_lease(row.id, row.owner_token.as_deref().unwrap(), 600.0)
+        .await
+        .unwrap()
+    else {
+        panic!("lease lost")
+    };
+    assert!(expires_at > first + Duration::seconds(500));
+    assert!(!cancel_requested);
+    // A renewed lease is not rescued.
+    assert!(db.store.rescue_expired(100).await.unwrap().is_empty());
+});
+
+backend_test!(
+    expired_leases_are_rescued_once_by_racing_rescuers,
+    |db: TestDb| async move {
+        const ROWS: usize = 60;
+        const RESCUERS: usize = 4;
+        seed_pending(&db.store, ROWS, 1).await;
+        // One more execution with no retries left: rescue makes it final.
+        seed_pending(&db.store, 1, 0).await;
+        let h = handlers();
+        // A lease that already ended on the database clock: the worker "died" at claim time.
+        let mut req = claim_req("dead-worker", &h, 100);
+        req.lease_seconds = -1.0;
+        let claimed = db.store.claim(&req).await.unwrap();
+        assert_eq!(claimed.len(), ROWS + 1);
+        // A live attempt with a valid lease must not be touched.
+        seed_pending(&db.store, 1, 1).await;
+        let live = claim_one(&db.store, "live-worker").await;
+
+        let barrier = Arc::new(Barrier::new(RESCUERS));
+        let mut tasks = Vec::new();
+        for _ in 0..RESCUERS {
+            let store = db.new_store(2).await;
+            let barrier = barrier.clone();
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                let mut ids = Vec::new();
+                loop {
+                    let rescued = store.rescue_expired(7).await.expect("rescue");
+                    if rescued.is_empty() {
+                        break;
+                    }
+                    ids.extend(rescued.into_iter().map(|r| r.id));
+                }
+                let _ = store.close().await;
+                ids
+            }));
+        }
+        let mut seen = HashSet::new();
+        for task in tasks {
+            for id in task.await.unwrap() {
+                assert!(seen.insert(id), "execution {id} rescued twice");
+            }
+        }
+        assert_eq!(seen.len(), ROWS + 1);
+        assert!(!seen.contains(&live.id));
+
+        let rows = JobExecutions::find()
+            .all(db.store.connection())
+            .await
+            .unwrap();
+        let mut pending = 0;
+        let mut failed = 0;
+        for row in rows.iter().filter(|r| r.id != live.id) {
+            match row.status.as_str() {
+                "PENDING" => {
+                    pending += 1;
+                    assert_eq!(row.retry_count, 1, "the lost attempt counts once");
+                    assert!(row.owner_token.is_none() && row.lease_expires_at.is_none());
+                }
+                "FAILED" => {
+                    failed += 1;
+                    assert_eq!((row.retry_count, row.max_retry), (0, 0));
+                    assert!(row
+                        .error_message
+                        .as_deref()
+                        .unwrap_or("")
+                        .contains("lease expired"));
+                }
+                other => panic!("unexpected status {other}"),
+            }
+        }
+        assert_eq!((pending, failed), (ROWS, 1));
+        // The dead worker's late report is fenced off.
+        let first = &claimed[0];
+        assert!(!db
+            .store
+            .succeed(first.id, first.owner_token.as_deref().unwrap(), None)
+            .await
+            .unwrap());
+        assert_eq!(count_status(&db.store, Status::Running).await, 1);
+    }
+);
+
+backend_test!(marker_advances_once_under_a_race, |db: TestDb| async move {
+    let cron = db
+        .store
+        .insert_cron(&NewCron::new("marker", "*/5 * * * *", HANDLER))
+        .await
+        .unwrap();
+    let t0 = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
+    assert!(db
+        .store
+        .advance_marker(cron.id, None, t0, None)
+        .await
+        .unwrap());
+    assert!(!db
+        .store
+        .advance_marker(cron.id, None, t0, None)
+        .await
+        .unwrap());
+
+    let barrier = Arc::new(Barrier::new(4));
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let store = db.new_store(1).await;
+        let barrier = barrier.clone();
+        let id = cron.id;
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let next = t0 + Duration::minutes(5 + i);
+            let won = store
+                .advance_marker(id, Some(t0), next, Some(t0))
+                .await
+                .unwrap();
+            let _ = store.close().await;
+            won
+        }));
+    }
+    let mut winners = 0;
+    for task in tasks {
+        winners += task.await.unwrap() as usize;
+    }
+    assert_eq!(winners, 1, "exactly one dispatcher moves the marker");
+    let row = CronJobs::find_by_id(cron.id)
+        .one(db.store.connection())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.last_fire_time, Some(t0));
+    assert!(row.next_fire_time.unwrap() > t0);
+});
+
+backend_test!(
+    invalid_cron_is_refused_before_writing,
+    |db: TestDb| async move {
+        let err = db
+            .store
+            .insert_cron(&NewCron::new("bad", "61 * * * *", HANDLER))
+            .await
+            .expect_err("invalid expression");
+        assert!(err.to_string().contains("61"), "{err}");
+        let mut zone = NewCron::new("bad-zone", "* * * * *", HANDLER);
+        zone.timezone = "Mars/Olympus".into();
+        assert!(db.store.insert_cron(&zone).await.is_err());
+        assert_eq!(
+            CronJobs::find().count(db.store.connection()).await.unwrap(),
+            0
+        );
+        // Names are unique.
+        db.store
+            .insert_cron(&NewCron::new("dup", "* * * * *", HANDLER))
+            .await
+            .unwrap();
+        assert!(db
+            .store
+            .insert_cron(&NewCron::new("dup", "* * * * *", HANDLER))
+            .await
+            .is_err());
+    }
+);
