@@ -410,7 +410,9 @@ impl Settings {
             "worker.retry_backoff_base_seconds",
             w.retry_backoff_base_seconds,
         )?;
-        if !(w.retry_backoff_max_seconds >= w.retry_backoff_base_seconds) {
+        if !w.retry_backoff_max_seconds.is_finite()
+            || w.retry_backoff_max_seconds < w.retry_backoff_base_seconds
+        {
             return Err(ConfigError::key(
                 "worker.retry_backoff_max_seconds",
                 "must be at least worker.retry_backoff_base_seconds",

@@ -79,6 +79,11 @@ pub struct TestDb {
 impl TestDb {
     /// `None` when the backend is excluded from this run (never under CI).
     pub async fn create(backend: Backend) -> Option<TestDb> {
+        Self::create_with(backend, true).await
+    }
+
+    /// Like [`TestDb::create`]; with `migrate: false` the database is left empty.
+    pub async fn create_with(backend: Backend, migrate: bool) -> Option<TestDb> {
         if !backend.enabled() {
             return None;
         }
@@ -115,7 +120,9 @@ impl TestDb {
         let store = Store::connect(&pool(&url, 5))
             .await
             .expect("connect test db");
-        store.migrate().await.expect("migrate test db");
+        if migrate {
+            store.migrate().await.expect("migrate test db");
+        }
         Some(TestDb {
             backend,
             url,

@@ -1,0 +1,17 @@
+# Two stages: build the release binary, then run it on a slim Debian with the shipped config.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin jobu
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates tzdata \
+    && rm -rf /var/lib/apt/lists/* && useradd --system --home /var/lib/jobu jobu \
+    && mkdir -p /var/lib/jobu/data && chown jobu /var/lib/jobu/data
+COPY --from=build /src/target/release/jobu /usr/local/bin/jobu
+COPY config /etc/jobu
+USER jobu
+WORKDIR /var/lib/jobu
+ENV JOBU_CONFIG_DIR=/etc/jobu
+ENTRYPOINT ["jobu"]
+CMD ["--help"]
