@@ -1,0 +1,125 @@
+//! Maps wall-clock cron matches to real instants in a time zone, with
+//! jobu's own daylight-saving rules (croner's differ, so croner only ever
+//! sees naive local times here).
+//!
+//! Rules: a wall-clock time that exists once fires at that instant; one
+//! skipped by a spring-forward gap fires at the first instant after the gap
+//! (all such matches collapse into it); one repeated by a fall-back fires at
+//! both instants when the hour field is `*` or stepped, else only at the
+//! earlier one.
+//!
+//! Times are whole seconds: instants as Unix seconds, wall-clock times as
+//! "local seconds" (the naive time read as if it were UTC), so that
+//! `local = instant + offset` while the offset is constant.
+
+use chrono::{DateTime, Datelike, LocalResult, NaiveDateTime, Offset, TimeZone};
+use chrono_tz::Tz;
+use croner::Cron;
+
+/// Fire times are searched up to, not including, this year (croner's own
+/// search limit).
+const YEAR_LIMIT: i32 = 5000;
+
+/// Spacing of offset samples when looking for a change. No tzdb zone
+/// changes its offset twice within 7 days (checked for 1900 onwards), so
+/// sampling daily finds every change between two instants.
+const SAMPLE_STEP: i64 = 86_400;
+
+fn naive(local: i64) -> Option<NaiveDateTime> {
+    DateTime::from_timestamp(local, 0).map(|d| d.naive_utc())
+}
+
+fn offset_at(tz: Tz, instant: i64) -> Option<i64> {
+    let utc = naive(instant)?;
+    Some(i64::from(
+        tz.offset_from_utc_datetime(&utc).fix().local_minus_utc(),
+    ))
+}
+
+/// First wall-clock match at or after `local`; `None` when croner finds none
+/// before [`YEAR_LIMIT`].
+pub(super) fn next_local(cron: &Cron, local: i64, inclusive: bool) -> Option<i64> {
+    let start = naive(local)?;
+    let found = cron.find_next_occurrence(&start, inclusive).ok()?;
+    (found.year() < YEAR_LIMIT).then(|| found.and_utc().timestamp())
+}
+
+/// First instant in `(from, to]` whose offset differs from `offset`, the
+/// offset at `from`.
+fn first_change(tz: Tz, from: i64, to: i64, offset: i64) -> Option<Option<i64>> {
+    let mut lo = from;
+    while lo < to {
+        let probe = to.min(lo.saturating_add(SAMPLE_STEP));
+        if offset_at(tz, probe)? != offset {
+            // The offset is `offset` at `lo` and differs at `probe`: bisect.
+            let mut hi = probe;
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if offset_at(tz, mid)? == offset {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            return Some(Some(hi));
+        }
+        lo = probe;
+    }
+    Some(None)
+}
+
+/// Smallest fire instant strictly after `after`.
+///
+/// The mapping is not monotonic around a fall-back (01:30 of the second pass
+/// is later than 01:45 of the first), so instead of converting one naive
+/// answer the search walks the time line in spans of constant offset. Within
+/// a span the local time is `instant + offset`, so the first wall-clock
+/// match in the span is the earliest fire in it; spans are visited in
+/// order, so the first fire found is the answer. Away from transitions that
+/// is one croner call and a few offset lookups.
+pub(super) fn next_after(
+    cron: &Cron,
+    tz: Tz,
+    fires_twice_in_fold: bool,
+    after: i64,
+) -> Option<i64> {
+    // `start` begins a span with offset `offset`; every instant in it is a
+    // candidate.
+    let mut start = after.checked_add(1)?;
+    let mut offset = offset_at(tz, start)?;
+    // When `start` is itself a spring-forward transition, wall-clock times
+    // in the gap just before it belong to it: search from the gap's start.
+    let mut from_local = start + offset.min(offset_at(tz, start - 1)?);
+    loop {
+        let local = next_local(cron, from_local, true)?;
+        if local < start + offset {
+            // A match skipped by the gap that ends at `start`.
+            return Some(start);
+        }
+        let instant = local - offset;
+        match first_change(tz, start, instant, offset)? {
+            Some(change) => {
+                // No match before the change: continue in the next span,
+                // from the gap's start or the repeated range's start.
+                let next_offset = offset_at(tz, change)?;
+                from_local = change + offset.min(next_offset);
+                start = change;
+                offset = next_offset;
+            }
+            None if fires_twice_in_fold => return Some(instant),
+            None => match tz.from_local_datetime(&naive(local)?) {
+                LocalResult::Ambiguous(earlier, later) if later.timestamp() == instant => {
+                    // Second pass of a repeated time with a fixed hour: the
+                    // job already ran in the first pass. Skip the whole
+                    // repeated range, which ends where the earlier offset
+                    // reaches the transition.
+                    let earlier = earlier.timestamp();
+                    let earlier_offset = offset_at(tz, earlier)?;
+                    let change = first_change(tz, earlier, instant, earlier_offset)??;
+                    from_local = change + earlier_offset;
+                }
+                _ => return Some(instant),
+            },
+        }
+    }
+}
