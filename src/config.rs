@@ -124,15 +124,6 @@ impl Default for DatabaseSettings {
     }
 }
 
-/// What happens to fire times that passed while every dispatcher was down.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum MisfirePolicy {
-    Skip,
-    Latest,
-    All,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DispatcherSettings {

@@ -44,3 +44,40 @@ impl Related<super::job_execution::Entity> for Entity {
 }
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// What happens to fire times that passed while every dispatcher was down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MisfirePolicy {
+    /// Drop them; continue with the next fire time.
+    Skip,
+    /// Run once for the most recent missed fire time.
+    #[default]
+    Latest,
+    /// Run every missed fire time, up to `dispatcher.max_catchup`.
+    All,
+}
+
+impl MisfirePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MisfirePolicy::Skip => "skip",
+            MisfirePolicy::Latest => "latest",
+            MisfirePolicy::All => "all",
+        }
+    }
+}
+
+impl std::str::FromStr for MisfirePolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            MisfirePolicy::Skip,
+            MisfirePolicy::Latest,
+            MisfirePolicy::All,
+        ]
+        .into_iter()
+        .find(|p| p.as_str().eq_ignore_ascii_case(s))
+        .ok_or_else(|| format!("unknown misfire policy `{s}`; use skip, latest or all"))
+    }
+}

@@ -9,7 +9,7 @@ use sea_orm::{
 
 use super::dialect::Sql;
 use super::{Store, StoreError, StoreResult};
-use crate::entities::cron_job;
+use crate::entities::cron_job::{self, MisfirePolicy};
 use crate::schedule::Schedule;
 
 /// A cron to insert; the expression and zone are validated before anything is written.
@@ -25,7 +25,7 @@ pub struct NewCron {
     pub allow_overlap: bool,
     pub max_retry: i32,
     pub timeout_seconds: i32,
-    pub misfire_policy: crate::config::MisfirePolicy,
+    pub misfire_policy: MisfirePolicy,
 }
 
 impl NewCron {
@@ -42,7 +42,7 @@ impl NewCron {
             allow_overlap: true,
             max_retry: 3,
             timeout_seconds: 300,
-            misfire_policy: crate::config::MisfirePolicy::Latest,
+            misfire_policy: MisfirePolicy::Latest,
         }
     }
 }
@@ -52,10 +52,6 @@ impl Store {
     pub async fn insert_cron(&self, new: &NewCron) -> StoreResult<cron_job::Model> {
         Schedule::parse(&new.cron_expression, &new.timezone)
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let policy = serde_json::to_value(new.misfire_policy)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_else(|| "latest".to_string());
         let model = cron_job::ActiveModel {
             name: Set(new.name.clone()),
             description: Set(new.description.clone()),
@@ -67,7 +63,7 @@ impl Store {
             allow_overlap: Set(new.allow_overlap),
             max_retry: Set(new.max_retry),
             timeout_seconds: Set(new.timeout_seconds),
-            misfire_policy: Set(policy),
+            misfire_policy: Set(new.misfire_policy.as_str().to_string()),
             next_fire_time: Set(None),
             last_fire_time: Set(None),
             // created_at/updated_at come from the column defaults: the database clock.

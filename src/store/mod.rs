@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, FromQueryResult,
+};
 
 use crate::config::{self, DatabaseSettings};
 pub use dialect::Dialect;
@@ -131,8 +133,6 @@ impl Store {
         Ok(())
     }
 }
-
-use sea_orm::FromQueryResult as _;
 
 /// `mariadb://` is accepted for convenience; sqlx speaks to MariaDB as `mysql://`.
 fn normalize_url(url: &str) -> String {
