@@ -29,14 +29,6 @@ impl Dialect {
         }
     }
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Dialect::Postgres => "postgres",
-            Dialect::MySql => "mysql",
-            Dialect::Sqlite => "sqlite",
-        }
-    }
-
     /// The database clock, in the representation the instant columns use.
     pub fn now(self) -> &'static str {
         match self {
@@ -54,11 +46,6 @@ impl Dialect {
             Dialect::MySql => "<=>",
             Dialect::Sqlite => "IS",
         }
-    }
-
-    /// Whether `UPDATE ... RETURNING` exists (MariaDB and MySQL have none).
-    pub fn has_update_returning(self) -> bool {
-        !matches!(self, Dialect::MySql)
     }
 
     /// Row locks that skip rows other transactions hold (SQLite serialises writers instead).
