@@ -27,6 +27,9 @@ pub const DEFAULT_DATABASE: &str = "default";
 /// Where a new user's data lives: a SQLite file created on first use.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/jobu.db?mode=rwc";
 
+/// Cap on `handlers.shell.output_tail_bytes`: results are stored in a database row.
+const MAX_OUTPUT_TAIL_BYTES: usize = 1024 * 1024;
+
 /// Keys whose environment value is a comma-separated list.
 const ENV_LIST_KEYS: [&str; 4] = [
     "worker.databases",
@@ -64,6 +67,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub admin: AdminSettings,
     pub logging: LoggingSettings,
+    pub handlers: HandlersSettings,
 }
 
 impl Default for Settings {
@@ -76,6 +80,7 @@ impl Default for Settings {
             worker: WorkerSettings::default(),
             admin: AdminSettings::default(),
             logging: LoggingSettings::default(),
+            handlers: HandlersSettings::default(),
         }
     }
 }
@@ -137,6 +142,9 @@ pub struct DispatcherSettings {
     pub lookahead_seconds: u64,
     /// With misfire policy `all`, at most this many missed fire times are created per cron.
     pub max_catchup: u32,
+    /// A fire time less than this late still runs whatever the misfire policy: only older
+    /// ones count as missed (all dispatchers were down).
+    pub misfire_grace_seconds: u64,
 }
 
 impl DispatcherSettings {
@@ -145,6 +153,7 @@ impl DispatcherSettings {
     pub const DEFAULT_MIN_CRON_INTERVAL_SECONDS: u64 = 60;
     pub const DEFAULT_LOOKAHEAD_SECONDS: u64 = 5;
     pub const DEFAULT_MAX_CATCHUP: u32 = 100;
+    pub const DEFAULT_MISFIRE_GRACE_SECONDS: u64 = 30;
 }
 
 impl Default for DispatcherSettings {
@@ -155,6 +164,7 @@ impl Default for DispatcherSettings {
             min_cron_interval_seconds: Self::DEFAULT_MIN_CRON_INTERVAL_SECONDS,
             lookahead_seconds: Self::DEFAULT_LOOKAHEAD_SECONDS,
             max_catchup: Self::DEFAULT_MAX_CATCHUP,
+            misfire_grace_seconds: Self::DEFAULT_MISFIRE_GRACE_SECONDS,
         }
     }
 }
@@ -216,6 +226,36 @@ impl Default for WorkerSettings {
             retry_backoff_max_seconds: Self::DEFAULT_RETRY_BACKOFF_MAX_SECONDS,
             retry_jitter: Self::DEFAULT_RETRY_JITTER,
             rescue_interval_seconds: Self::DEFAULT_RESCUE_INTERVAL_SECONDS,
+        }
+    }
+}
+
+/// Built-in handlers that need an operator's consent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct HandlersSettings {
+    pub shell: ShellSettings,
+}
+
+/// The `shell` handler runs commands from `job_executions.params`, so whoever can write a
+/// cron can run code on the worker: it is off unless enabled.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShellSettings {
+    pub enabled: bool,
+    /// Bytes of stdout and of stderr kept (the tail) in the result and error message.
+    pub output_tail_bytes: usize,
+}
+
+impl ShellSettings {
+    pub const DEFAULT_OUTPUT_TAIL_BYTES: usize = 4096;
+}
+
+impl Default for ShellSettings {
+    fn default() -> Self {
+        ShellSettings {
+            enabled: false,
+            output_tail_bytes: Self::DEFAULT_OUTPUT_TAIL_BYTES,
         }
     }
 }
@@ -435,6 +475,15 @@ impl Settings {
             }
         }
 
+        if self.handlers.shell.output_tail_bytes == 0
+            || self.handlers.shell.output_tail_bytes > MAX_OUTPUT_TAIL_BYTES
+        {
+            return Err(ConfigError::key(
+                "handlers.shell.output_tail_bytes",
+                format!("must be between 1 and {MAX_OUTPUT_TAIL_BYTES}"),
+            ));
+        }
+
         if self.admin.host.parse::<std::net::IpAddr>().is_err() && self.admin.host != "localhost" {
             return Err(ConfigError::key(
                 "admin.host",
@@ -542,7 +591,10 @@ mod tests {
     #[test]
     fn shipped_files_equal_builtin_defaults() {
         let loaded = Settings::load(&env(&[])).expect("shipped config loads");
-        assert_eq!(loaded, Settings::default());
+        // The shipped local config turns the shell handler on; the built-in default is off.
+        let mut expected = Settings::default();
+        expected.handlers.shell.enabled = true;
+        assert_eq!(loaded, expected);
     }
 
     #[test]

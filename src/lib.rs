@@ -1,13 +1,19 @@
 //! jobu: a cron job scheduler and job runner whose only coordination point is its database.
 //!
+//! - [`actors`]: the runtime: supervisor, dispatcher, worker pool, task actors, rescuer
 //! - [`schedule`]: Unix cron expressions, time zones, next fire times
 //! - [`entities`]: SeaORM models of `cron_jobs` and `job_executions`
 //! - [`store`]: the creation, claim, lease and rescue protocols on PostgreSQL, MySQL, SQLite
+//! - [`handlers`]: the Handler trait, the registry and the built-in handlers
 //! - [`config`]: layered settings (YAML files, `JOBU__SECTION__KEY` environment overrides)
 //! - [`telemetry`]: tracing setup (text or JSON)
 
+pub mod actors;
 pub mod config;
 pub mod entities;
+pub mod handlers;
 pub mod schedule;
 pub mod store;
 pub mod telemetry;
+
+pub use actors::{Roles, Runtime};

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Parser, Subcommand};
 
+use jobu::actors::{Exit, Roles, Runtime, RuntimeError};
 use jobu::config::{redact_url, ConfigSource, Settings};
 use jobu::schedule::Schedule;
 use jobu::store::Store;
@@ -30,11 +31,17 @@ struct Cli {
     #[arg(long, global = true, value_name = "DIR", env = "JOBU_CONFIG_DIR")]
     config: Option<PathBuf>,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the dispatcher, a worker pool and the rescuer in one process (the default)
+    Run,
+    /// Run only the dispatcher (and the rescuer): creates executions from cron schedules
+    Dispatcher,
+    /// Run only a worker pool (and the rescuer): claims and runs executions
+    Worker,
     /// Apply the schema migrations to the configured default database (idempotent)
     Migrate,
     /// Cron expression tools
@@ -65,7 +72,10 @@ enum CronCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => daemon(cli.config, Roles::ALL),
+        Command::Dispatcher => daemon(cli.config, Roles::DISPATCHER),
+        Command::Worker => daemon(cli.config, Roles::WORKER),
         Command::Cron {
             command:
                 CronCommand::Next {
@@ -83,6 +93,35 @@ fn main() -> ExitCode {
             runtime().block_on(migrate(&settings))
         }
     }
+}
+
+fn daemon(config: Option<PathBuf>, roles: Roles) -> ExitCode {
+    let settings = match load_settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    runtime().block_on(async move {
+        let running = match Runtime::new(settings).roles(roles).start().await {
+            Ok(running) => running,
+            Err(e @ RuntimeError::Invalid(_)) => {
+                tracing::error!(error = %e, "cannot start");
+                eprintln!("jobu: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                eprintln!("jobu: {e}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        };
+        match running.run_until_signal().await {
+            Exit::Clean => ExitCode::SUCCESS,
+            Exit::Escalated { child, reason } => {
+                eprintln!("jobu: {child} {reason}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
+    })
 }
 
 fn load_settings(dir: Option<PathBuf>) -> Result<Settings, ExitCode> {

@@ -9,7 +9,7 @@
 //!   transaction selects ids `FOR UPDATE SKIP LOCKED`, updates them with the same guard and
 //!   reads them back.
 
-use sea_orm::{ConnectionTrait, EntityTrait, TransactionTrait};
+use sea_orm::{ConnectionTrait, EntityTrait, FromQueryResult, TransactionTrait};
 
 use super::dialect::{Dialect, Sql};
 use super::{retry_transient, Store, StoreError, StoreResult};
@@ -31,7 +31,34 @@ pub struct ClaimRequest<'a> {
 /// A claimed attempt: the row as it is after the claim. `owner_token` is set.
 pub type Claimed = job_execution::Model;
 
+#[derive(sea_orm::FromQueryResult)]
+struct NextDue {
+    next_run_at: Option<chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+}
+
 impl Store {
+    /// How long until the earliest PENDING execution of these handlers is due, by the
+    /// database clock: zero when one is due now, `None` when there is none. Workers sleep
+    /// this long (bounded by their poll interval) instead of polling blindly.
+    pub async fn next_due(&self, handlers: &[String]) -> StoreResult<Option<std::time::Duration>> {
+        if handlers.is_empty() {
+            return Ok(None);
+        }
+        let mut q = Sql::new(self.dialect);
+        q.push("SELECT MIN(run_at) AS next_run_at, ")
+            .now()
+            .push(" AS now FROM job_executions WHERE status = ")
+            .bind(Status::Pending.as_str())
+            .push(" AND handler_name IN ")
+            .bind_list(handlers);
+        let row = NextDue::find_by_statement(q.build()).one(&self.db).await?;
+        Ok(row.and_then(|r| {
+            let next = r.next_run_at?;
+            Some((next - r.now).to_std().unwrap_or_default())
+        }))
+    }
+
     /// Takes up to `limit` due executions, oldest `run_at` first.
     pub async fn claim(&self, req: &ClaimRequest<'_>) -> StoreResult<Vec<Claimed>> {
         if req.handlers.is_empty() || req.limit == 0 {

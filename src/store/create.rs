@@ -6,12 +6,16 @@
 //! error means "exists". (`INSERT IGNORE` would also swallow foreign-key and truncation
 //! errors, and sqlx's found-rows flag makes `ON DUPLICATE KEY UPDATE` report 1 row for a
 //! duplicate, so neither can tell new from existing.)
+//!
+//! Crons with `allow_overlap = false` use [`Store::create_exclusive`]: the same insert, also
+//! conditioned on the cron having no PENDING or RUNNING execution, under a lock on the cron
+//! row, so racing dispatchers never leave two unfinished executions of one cron.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, FromQueryResult};
+use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, TransactionTrait};
 
 use super::dialect::{is_unique_violation, Dialect, Sql};
-use super::{retry_transient, Store, StoreResult};
+use super::{retry_transient, Store, StoreError, StoreResult};
 use crate::entities::job_execution::{ParamSource, Status};
 
 /// An execution to create.
@@ -36,6 +40,8 @@ pub enum Created {
     New(i64),
     /// A row for this (job_id, scheduled_time) already existed.
     Exists,
+    /// Not created: the cron forbids overlap and has a PENDING or RUNNING execution.
+    Overlap,
 }
 
 impl Created {
@@ -52,52 +58,135 @@ struct IdRow {
 impl Store {
     /// Inserts the execution unless one exists for the same (job_id, scheduled_time).
     pub async fn create_if_absent(&self, new: &NewExecution) -> StoreResult<Created> {
-        Ok(retry_transient(|| self.try_create(new)).await?)
+        Ok(retry_transient(|| self.try_create(new, false)).await?)
     }
 
-    async fn try_create(&self, new: &NewExecution) -> Result<Created, sea_orm::DbErr> {
-        let mut q = Sql::new(self.dialect);
-        q.push(
-            "INSERT INTO job_executions (job_id, handler_name, scheduled_time, run_at, status, \
-             params, param_source, retry_count, max_retry, timeout_seconds, cancel_requested, \
-             created_at, updated_at) VALUES (",
-        )
-        .bind(new.job_id)
-        .push(", ")
-        .bind(new.handler_name.clone())
-        .push(", ")
-        .bind(new.scheduled_time)
-        .push(", ")
-        .bind(new.run_at)
-        .push(", ")
-        .bind(Status::Pending.as_str())
-        .push(", ")
-        .bind(new.params.clone())
-        .push(", ")
-        .bind(new.param_source.as_str())
-        .push(", 0, ")
-        .bind(new.max_retry)
-        .push(", ")
-        .bind(new.timeout_seconds)
-        .push(", ")
-        .bind(false)
-        .push(", ")
-        .now()
-        .push(", ")
-        .now()
-        .push(")");
-
-        match self.dialect {
-            Dialect::Postgres | Dialect::Sqlite => {
-                q.push(" ON CONFLICT (job_id, scheduled_time) DO NOTHING RETURNING id");
-                let row = IdRow::find_by_statement(q.build()).one(&self.db).await?;
-                Ok(row.map_or(Created::Exists, |r| Created::New(r.id)))
+    /// Like [`Store::create_if_absent`] for a cron with `allow_overlap = false`: nothing is
+    /// inserted while the cron has a PENDING or RUNNING execution ([`Created::Overlap`]).
+    ///
+    /// The check and the insert are one statement. On PostgreSQL and MySQL a transaction
+    /// first locks the cron row, so dispatchers racing on one cron take turns and each sees
+    /// the rows the previous one committed (PostgreSQL takes a fresh snapshot per statement;
+    /// InnoDB's INSERT ... SELECT reads the latest committed rows). SQLite serialises
+    /// writers, and a statement whose snapshot went stale fails with BUSY and is retried.
+    pub async fn create_exclusive(&self, new: &NewExecution) -> StoreResult<Created> {
+        let Some(job_id) = new.job_id else {
+            return Err(StoreError::Invalid(
+                "create_exclusive needs a cron (job_id)".into(),
+            ));
+        };
+        let run = || async {
+            match self.dialect {
+                Dialect::Sqlite => self.try_create(new, true).await,
+                Dialect::Postgres | Dialect::MySql => {
+                    let txn = self.db.begin().await?;
+                    let mut lock = Sql::new(self.dialect);
+                    lock.push("SELECT id FROM cron_jobs WHERE id = ")
+                        .bind(job_id)
+                        .push(" FOR UPDATE");
+                    txn.query_one(lock.build()).await?;
+                    let created = insert(&txn, self.dialect, new, true).await?;
+                    txn.commit().await?;
+                    Ok(created)
+                }
             }
-            Dialect::MySql => match self.db.execute(q.build()).await {
-                Ok(res) => Ok(Created::New(res.last_insert_id() as i64)),
-                Err(e) if is_unique_violation(&e) => Ok(Created::Exists),
-                Err(e) => Err(e),
-            },
-        }
+        };
+        Ok(retry_transient(run).await?)
     }
+
+    async fn try_create(&self, new: &NewExecution, exclusive: bool) -> Result<Created, DbErr> {
+        insert(&self.db, self.dialect, new, exclusive).await
+    }
+}
+
+/// The insert-if-absent statement; with `exclusive`, also "if the cron has no unfinished
+/// execution".
+async fn insert<C: ConnectionTrait>(
+    db: &C,
+    dialect: Dialect,
+    new: &NewExecution,
+    exclusive: bool,
+) -> Result<Created, DbErr> {
+    let mut q = Sql::new(dialect);
+    q.push(
+        "INSERT INTO job_executions (job_id, handler_name, scheduled_time, run_at, status, \
+         params, param_source, retry_count, max_retry, timeout_seconds, cancel_requested, \
+         created_at, updated_at) ",
+    )
+    .push(if exclusive { "SELECT " } else { "VALUES (" })
+    .bind(new.job_id)
+    .push(", ")
+    .bind(new.handler_name.clone())
+    .push(", ")
+    .bind(new.scheduled_time)
+    .push(", ")
+    .bind(new.run_at)
+    .push(", ")
+    .bind(Status::Pending.as_str())
+    .push(", ")
+    .bind(new.params.clone())
+    .push(", ")
+    .bind(new.param_source.as_str())
+    .push(", 0, ")
+    .bind(new.max_retry)
+    .push(", ")
+    .bind(new.timeout_seconds)
+    .push(", ")
+    .bind(false)
+    .push(", ")
+    .now()
+    .push(", ")
+    .now();
+    if exclusive {
+        if dialect == Dialect::MySql {
+            q.push(" FROM DUAL");
+        }
+        q.push(" WHERE NOT EXISTS (SELECT 1 FROM job_executions WHERE job_id = ")
+            .bind(new.job_id)
+            .push(" AND status IN ")
+            .bind_list(&[Status::Pending.as_str(), Status::Running.as_str()])
+            .push(")");
+    } else {
+        q.push(")");
+    }
+
+    match dialect {
+        Dialect::Postgres | Dialect::Sqlite => {
+            // SQLite reads `SELECT ... ON` as a join unless the SELECT has a WHERE clause;
+            // the exclusive form has one.
+            q.push(" ON CONFLICT (job_id, scheduled_time) DO NOTHING RETURNING id");
+            let row = IdRow::find_by_statement(q.build()).one(db).await?;
+            Ok(match row {
+                Some(r) => Created::New(r.id),
+                None if exclusive => unfinished_or_exists(db, dialect, new).await?,
+                None => Created::Exists,
+            })
+        }
+        Dialect::MySql => match db.execute(q.build()).await {
+            Ok(res) if res.rows_affected() == 1 => Ok(Created::New(res.last_insert_id() as i64)),
+            Ok(_) => unfinished_or_exists(db, dialect, new).await,
+            Err(e) if is_unique_violation(&e) => Ok(Created::Exists),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// After an exclusive insert wrote nothing: was the fire time already created, or did an
+/// unfinished execution block it?
+async fn unfinished_or_exists<C: ConnectionTrait>(
+    db: &C,
+    dialect: Dialect,
+    new: &NewExecution,
+) -> Result<Created, DbErr> {
+    let mut q = Sql::new(dialect);
+    q.push("SELECT id FROM job_executions WHERE job_id = ")
+        .bind(new.job_id)
+        .push(" AND scheduled_time = ")
+        .bind(new.scheduled_time);
+    let exists = IdRow::find_by_statement(q.build()).one(db).await?.is_some();
+    Ok(if exists {
+        Created::Exists
+    } else {
+        Created::Overlap
+    })
 }

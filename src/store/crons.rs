@@ -81,6 +81,11 @@ impl Store {
             .await?)
     }
 
+    /// Reads one cron.
+    pub async fn cron(&self, id: i64) -> StoreResult<Option<cron_job::Model>> {
+        Ok(cron_job::Entity::find_by_id(id).one(&self.db).await?)
+    }
+
     /// Moves a cron's marker from `expected` to `next` (and records `last_fire` when given).
     /// `false`: another dispatcher moved it first, or the cron is gone.
     pub async fn advance_marker(

@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, FromQueryResult,
+    TransactionTrait,
 };
 
 use crate::config::{self, DatabaseSettings};
@@ -45,6 +46,11 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// How many times a failed migration is re-checked and retried at start.
+const MIGRATE_ATTEMPTS: u32 = 5;
+/// Key of the database lock held while migrating (ASCII "jobu").
+const MIGRATION_LOCK_KEY: i64 = 0x6a6f_6275;
 
 /// How many times a statement that hit a deadlock or a busy SQLite file is retried.
 const TRANSIENT_RETRIES: u32 = 8;
@@ -108,6 +114,56 @@ impl Store {
         let pending = Migrator::get_pending_migrations(&self.db).await?.len();
         Migrator::up(&self.db, None).await?;
         Ok(pending)
+    }
+
+    /// Applies pending migrations while other processes may be starting against the same
+    /// database: PostgreSQL and MySQL take a database lock so one process migrates while the
+    /// others wait; on SQLite, and whenever a racing migration fails anyway, the schema is
+    /// re-checked and a database that another process has just migrated counts as done.
+    pub async fn migrate_shared(&self) -> StoreResult<usize> {
+        let mut attempt = 0;
+        loop {
+            let result = match self.dialect {
+                Dialect::Sqlite => self.migrate().await,
+                Dialect::Postgres | Dialect::MySql => self.migrate_under_lock().await,
+            };
+            match result {
+                Ok(n) => return Ok(n),
+                Err(e) if attempt < MIGRATE_ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                    if self.pending_migrations().await? == 0 {
+                        return Ok(0);
+                    }
+                    tracing::warn!(error = %e, attempt, "migration failed, retrying");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn migrate_under_lock(&self) -> StoreResult<usize> {
+        // The lock lives on the transaction's connection; the migrations run on others.
+        let txn = self.db.begin().await?;
+        let (lock, unlock) = match self.dialect {
+            Dialect::Postgres => (
+                format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"),
+                None,
+            ),
+            _ => (
+                format!("SELECT GET_LOCK('jobu_migrate_{MIGRATION_LOCK_KEY}', 600)"),
+                Some(format!(
+                    "SELECT RELEASE_LOCK('jobu_migrate_{MIGRATION_LOCK_KEY}')"
+                )),
+            ),
+        };
+        txn.execute_unprepared(&lock).await?;
+        let result = self.migrate().await;
+        if let Some(unlock) = unlock {
+            txn.execute_unprepared(&unlock).await?;
+        }
+        txn.commit().await?;
+        result
     }
 
     /// Migrations this binary knows that the database has not applied.

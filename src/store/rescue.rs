@@ -4,7 +4,7 @@
 //! `status = 'RUNNING' AND lease_expires_at < now` makes a row rescued once however many
 //! rescuers race: the second update finds the row no longer RUNNING.
 
-use sea_orm::{ConnectionTrait, EntityTrait, TransactionTrait};
+use sea_orm::{ConnectionTrait, EntityTrait, FromQueryResult, TransactionTrait};
 
 use super::dialect::{Dialect, Sql};
 use super::transition::retry_or_final;
@@ -15,7 +15,30 @@ use crate::entities::job_execution::{self, Status};
 pub const LEASE_EXPIRED_MESSAGE: &str =
     "lease expired: the worker running this attempt stopped renewing it (crashed, killed or cut off)";
 
+/// PENDING executions of one handler that are overdue: nobody is claiming them, usually
+/// because no running worker has registered the handler.
+#[derive(Debug, Clone, PartialEq, sea_orm::FromQueryResult)]
+pub struct Overdue {
+    pub handler_name: String,
+    pub count: i64,
+    pub oldest_run_at: chrono::DateTime<chrono::Utc>,
+}
+
 impl Store {
+    /// Handlers with PENDING executions due more than `late_seconds` ago.
+    pub async fn overdue_pending(&self, late_seconds: f64) -> StoreResult<Vec<Overdue>> {
+        let mut q = Sql::new(self.dialect);
+        q.push(
+            "SELECT handler_name, COUNT(*) AS count, MIN(run_at) AS oldest_run_at \
+             FROM job_executions WHERE status = ",
+        )
+        .bind(Status::Pending.as_str())
+        .push(" AND run_at < ")
+        .now_plus(-late_seconds)
+        .push(" GROUP BY handler_name ORDER BY handler_name");
+        Ok(Overdue::find_by_statement(q.build()).all(&self.db).await?)
+    }
+
     /// Rescues up to `limit` expired leases and returns the rows as they are afterwards
     /// (PENDING for a retry, or FAILED). Rescued attempts are eligible again at once.
     pub async fn rescue_expired(&self, limit: u32) -> StoreResult<Vec<job_execution::Model>> {

@@ -1,0 +1,160 @@
+//! The Rescuer: every `interval`, returns RUNNING executions whose lease expired (their
+//! worker crashed, hung or lost the database) to PENDING with the attempt counted, or makes
+//! them FAILED when retries are exhausted ([`Store::rescue_expired`]; safe with any number
+//! of rescuers). It also warns about PENDING executions nobody claims, usually because no
+//! running worker has registered their handler.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::time::Instant;
+
+use super::{send_later, Shared};
+use crate::config::WorkerSettings;
+use crate::store::StoreResult;
+
+/// The rescuer's settings.
+#[derive(Debug, Clone)]
+pub struct RescuerConfig {
+    pub interval: Duration,
+    /// Rows rescued per statement.
+    pub batch: u32,
+    /// A PENDING execution this late is reported as unclaimed.
+    pub overdue_after: Duration,
+    /// Each handler's unclaimed executions are reported at most this often.
+    pub overdue_report_every: Duration,
+}
+
+impl RescuerConfig {
+    pub const DEFAULT_BATCH: u32 = 100;
+    pub const DEFAULT_OVERDUE_AFTER: Duration = Duration::from_secs(60);
+    pub const DEFAULT_OVERDUE_REPORT_EVERY: Duration = Duration::from_secs(300);
+
+    pub fn from_settings(s: &WorkerSettings) -> RescuerConfig {
+        RescuerConfig {
+            interval: Duration::from_secs(s.rescue_interval_seconds),
+            batch: Self::DEFAULT_BATCH,
+            overdue_after: Self::DEFAULT_OVERDUE_AFTER,
+            overdue_report_every: Self::DEFAULT_OVERDUE_REPORT_EVERY,
+        }
+    }
+}
+
+pub enum RescuerMsg {
+    Tick,
+}
+
+pub struct Rescuer;
+
+pub struct RescuerState {
+    shared: Arc<Shared>,
+    config: RescuerConfig,
+    reported: HashMap<String, Instant>,
+    timer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Actor for Rescuer {
+    type Msg = RescuerMsg;
+    type State = RescuerState;
+    type Arguments = (Arc<Shared>, RescuerConfig);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        (shared, config): Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        myself.send_message(RescuerMsg::Tick)?;
+        Ok(RescuerState {
+            shared,
+            config,
+            reported: HashMap::new(),
+            timer: None,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(timer) = state.timer.take() {
+            timer.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RescuerMsg::Tick => {
+                if let Err(e) = rescue(state).await {
+                    tracing::warn!(error = %e, "rescue pass failed; retrying at the next interval");
+                }
+                if let Err(e) = report_overdue(state).await {
+                    tracing::debug!(error = %e, "overdue report failed");
+                }
+                state.timer = Some(send_later(&myself, state.config.interval, RescuerMsg::Tick));
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn rescue(state: &mut RescuerState) -> StoreResult<()> {
+    loop {
+        let rows = state
+            .shared
+            .store
+            .rescue_expired(state.config.batch)
+            .await?;
+        for row in &rows {
+            tracing::warn!(
+                execution_id = row.id,
+                job_id = row.job_id,
+                handler = %row.handler_name,
+                attempt = row.retry_count,
+                worker = row.worker_id.as_deref().unwrap_or(""),
+                status = %row.status,
+                rescued_by = %state.shared.worker_id,
+                "lease expired: execution rescued"
+            );
+        }
+        if rows.len() < state.config.batch as usize {
+            return Ok(());
+        }
+    }
+}
+
+async fn report_overdue(state: &mut RescuerState) -> StoreResult<()> {
+    let overdue = state
+        .shared
+        .store
+        .overdue_pending(state.config.overdue_after.as_secs_f64())
+        .await?;
+    for o in overdue {
+        let due = state
+            .reported
+            .get(&o.handler_name)
+            .is_none_or(|t| t.elapsed() >= state.config.overdue_report_every);
+        if !due {
+            continue;
+        }
+        state
+            .reported
+            .insert(o.handler_name.clone(), Instant::now());
+        tracing::warn!(
+            handler = %o.handler_name,
+            pending = o.count,
+            oldest_run_at = %o.oldest_run_at.to_rfc3339(),
+            registered_here = state.shared.registry.contains(&o.handler_name),
+            "executions are overdue and unclaimed: is a worker with this handler running?"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! The Supervisor: one per process. Starts the children its roles need, restarts a child that
+//! crashed (panicked, failed or stopped on its own) after an exponential backoff, and gives up
+//! (escalates) when one child crashed more than `max_restarts` times within `window`: the
+//! process then exits non-zero and systemd or the container runtime restarts it.
+//!
+//! ractor's default supervision stops the parent when a child exits and has no restart
+//! strategies, so this actor implements them. On shutdown it stops the Dispatcher and the
+//! Rescuer at once and asks the WorkerPool to drain; it stops itself when every child is gone.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::watch;
+
+use super::dispatcher::{Dispatcher, DispatcherConfig};
+use super::pool::{PoolConfig, PoolMsg, WorkerPool};
+use super::rescuer::{Rescuer, RescuerConfig};
+use super::{backoff, send_later, Exit, Roles, Shared};
+
+/// Restart policy. Defaults: more than 5 crashes of one child within 60 s escalates;
+/// restarts wait 0.5 s, 1 s, 2 s, ... up to 30 s.
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    pub max_restarts: usize,
+    pub window: Duration,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl SupervisorConfig {
+    pub const DEFAULT_MAX_RESTARTS: usize = 5;
+    pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
+    pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(500);
+    pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            max_restarts: Self::DEFAULT_MAX_RESTARTS,
+            window: Self::DEFAULT_WINDOW,
+            backoff_base: Self::DEFAULT_BACKOFF_BASE,
+            backoff_max: Self::DEFAULT_BACKOFF_MAX,
+        }
+    }
+}
+
+/// The supervised services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChildKind {
+    Dispatcher,
+    WorkerPool,
+    Rescuer,
+}
+
+impl ChildKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChildKind::Dispatcher => "dispatcher",
+            ChildKind::WorkerPool => "worker_pool",
+            ChildKind::Rescuer => "rescuer",
+        }
+    }
+}
+
+pub enum SupervisorMsg {
+    /// Graceful shutdown (SIGTERM, SIGINT, or an embedding program's request).
+    Shutdown,
+    /// Start a child again after its backoff.
+    Restart(ChildKind),
+}
+
+pub struct SupervisorArgs {
+    pub(crate) shared: Arc<Shared>,
+    pub roles: Roles,
+    pub config: SupervisorConfig,
+    pub exit: watch::Sender<Option<Exit>>,
+}
+
+pub struct Supervisor;
+
+pub struct SupervisorState {
+    shared: Arc<Shared>,
+    config: SupervisorConfig,
+    children: HashMap<ActorId, (ChildKind, ActorCell)>,
+    pool: Option<ActorRef<PoolMsg>>,
+    crashes: HashMap<ChildKind, VecDeque<Instant>>,
+    shutting_down: bool,
+    exit: watch::Sender<Option<Exit>>,
+    outcome: Option<Exit>,
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: SupervisorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let mut state = SupervisorState {
+            shared: args.shared,
+            config: args.config,
+            children: HashMap::new(),
+            pool: None,
+            crashes: HashMap::new(),
+            shutting_down: false,
+            exit: args.exit,
+            outcome: None,
+        };
+        let roles = args.roles;
+        tracing::info!(
+            worker = %state.shared.worker_id,
+            dispatcher = roles.dispatcher,
+            worker_pool = roles.worker,
+            rescuer = roles.rescuer,
+            handlers = ?state.shared.registry.names(),
+            "starting"
+        );
+        let kinds = [
+            (roles.dispatcher, ChildKind::Dispatcher),
+            (roles.worker, ChildKind::WorkerPool),
+            (roles.rescuer, ChildKind::Rescuer),
+        ];
+        for (wanted, kind) in kinds {
+            if wanted {
+                // A child that cannot start at all is a configuration or programming error.
+                spawn_child(kind, &myself, &mut state)
+                    .await
+                    .map_err(|e| format!("cannot start {}: {e}", kind.name()))?;
+            }
+        }
+        Ok(state)
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if state.children.is_empty() {
+            state.outcome = Some(Exit::Clean);
+            myself.stop(None);
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let outcome = state.outcome.take().unwrap_or(Exit::Clean);
+        match &outcome {
+            Exit::Clean => tracing::info!("stopped"),
+            Exit::Escalated { child, reason } => {
+                tracing::error!(child = %child, reason = %reason, "supervisor gave up")
+            }
+        }
+        let _ = state.exit.send(Some(outcome));
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Shutdown => begin_shutdown(&myself, state),
+            SupervisorMsg::Restart(kind) => {
+                if state.shutting_down {
+                    return Ok(());
+                }
+                tracing::info!(child = kind.name(), "restarting");
+                if let Err(e) = spawn_child(kind, &myself, state).await {
+                    crashed(&myself, state, kind, format!("restart failed: {e}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let (id, reason) = match &event {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (
+                cell.get_id(),
+                format!("stopped ({})", reason.as_deref().unwrap_or("no reason")),
+            ),
+            SupervisionEvent::ActorFailed(cell, err) => (cell.get_id(), format!("failed: {err}")),
+            _ => return Ok(()),
+        };
+        let Some((kind, _)) = state.children.remove(&id) else {
+            return Ok(());
+        };
+        if kind == ChildKind::WorkerPool {
+            state.pool = None;
+        }
+        if state.shutting_down {
+            tracing::info!(child = kind.name(), "child stopped");
+            if state.children.is_empty() {
+                myself.stop(None);
+            }
+            return Ok(());
+        }
+        crashed(&myself, state, kind, reason);
+        Ok(())
+    }
+}
+
+/// A child ended without being asked to: restart it after a backoff, or escalate.
+fn crashed(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    kind: ChildKind,
+    reason: String,
+) {
+    let now = Instant::now();
+    let window = state.config.window;
+    let history = state.crashes.entry(kind).or_default();
+    history.push_back(now);
+    while history
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > window)
+    {
+        history.pop_front();
+    }
+    let count = history.len();
+    if count > state.config.max_restarts {
+        tracing::error!(
+            child = kind.name(),
+            crashes = count,
+            window_seconds = window.as_secs(),
+            reason = %reason,
+            "child crashed too often; escalating: the process exits non-zero"
+        );
+        state.outcome = Some(Exit::Escalated {
+            child: kind.name().to_string(),
+            reason: format!(
+                "crashed {count} times within {} s, last: {reason}",
+                window.as_secs()
+            ),
+        });
+        begin_shutdown(myself, state);
+        return;
+    }
+    let delay = backoff(
+        state.config.backoff_base.as_secs_f64(),
+        state.config.backoff_max.as_secs_f64(),
+        count as u32,
+        0.1,
+    );
+    tracing::error!(
+        child = kind.name(),
+        crashes = count,
+        restart_in_ms = delay.as_millis() as u64,
+        reason = %reason,
+        "child crashed; restarting after backoff"
+    );
+    send_later(myself, delay, SupervisorMsg::Restart(kind));
+}
+
+fn begin_shutdown(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
+    if state.shutting_down {
+        return;
+    }
+    state.shutting_down = true;
+    tracing::info!("shutdown: stopping the dispatcher and rescuer, draining the worker pool");
+    for (kind, cell) in state.children.values() {
+        match kind {
+            ChildKind::WorkerPool => {}
+            _ => cell.stop(Some("shutdown".into())),
+        }
+    }
+    if let Some(pool) = &state.pool {
+        let _ = pool.send_message(PoolMsg::Drain);
+    }
+    if state.children.is_empty() {
+        myself.stop(None);
+    }
+}
+
+async fn spawn_child(
+    kind: ChildKind,
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+) -> Result<(), ractor::SpawnErr> {
+    let shared = state.shared.clone();
+    let supervisor = myself.get_cell();
+    let cell = match kind {
+        ChildKind::Dispatcher => {
+            let config = DispatcherConfig::from_settings(&shared.settings.dispatcher);
+            Actor::spawn_linked(None, Dispatcher, (shared, config), supervisor)
+                .await?
+                .0
+                .get_cell()
+        }
+        ChildKind::WorkerPool => {
+            let config = PoolConfig::from_settings(&shared.settings.worker);
+            let (pool, _) =
+                Actor::spawn_linked(None, WorkerPool, (shared, config), supervisor).await?;
+            state.pool = Some(pool.clone());
+            pool.get_cell()
+        }
+        ChildKind::Rescuer => {
+            let config = RescuerConfig::from_settings(&shared.settings.worker);
+            Actor::spawn_linked(None, Rescuer, (shared, config), supervisor)
+                .await?
+                .0
+                .get_cell()
+        }
+    };
+    state.children.insert(cell.get_id(), (kind, cell));
+    Ok(())
+}
