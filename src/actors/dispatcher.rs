@@ -214,6 +214,13 @@ async fn reload(state: &mut DispatcherState, now: DateTime<Utc>) -> StoreResult<
         tracing::info!(job_id = id, cron = %gone.model.name, "cron disabled or deleted; it no longer fires");
     }
     state.crons = next;
+    let cancelled = state.shared.store.cancel_unscheduled().await?;
+    if cancelled > 0 {
+        tracing::info!(
+            cancelled,
+            "cancelled executions created ahead for crons that were disabled or deleted since"
+        );
+    }
     Ok(())
 }
 
@@ -394,7 +401,8 @@ async fn process_cron(
 
 /// The earliest fire time not yet handled: the marker, or for a cron that has none yet (new,
 /// or reset after an edit), the first fire time after its last change but at most
-/// `grace` in the past.
+/// `grace` in the past. A marker that is not a fire time of the current schedule (the
+/// expression was edited) counts as none.
 fn first_candidate(
     cron: &cron_job::Model,
     schedule: &Schedule,
@@ -402,8 +410,12 @@ fn first_candidate(
     grace: chrono::Duration,
 ) -> Option<DateTime<Utc>> {
     match cron.next_fire_time {
-        Some(marker) => Some(marker),
-        None => schedule.next_after(cron.updated_at.max(now - grace)),
+        Some(marker)
+            if schedule.next_after(marker - chrono::Duration::seconds(1)) == Some(marker) =>
+        {
+            Some(marker)
+        }
+        _ => schedule.next_after(cron.updated_at.max(now - grace)),
     }
 }
 
@@ -501,7 +513,7 @@ mod tests {
         let p = plan_fire_times(
             &minutely(),
             at("2026-01-01T10:00:00Z"),
-            at("2026-01-01T10:00:50Z"),
+            at("2026-01-01T10:00:20Z"),
             at("2026-01-01T10:01:05Z"),
             chrono::Duration::seconds(30),
             MisfirePolicy::Skip,

@@ -148,7 +148,9 @@ impl Runtime {
             Ok(n) => tracing::info!(database = %url, applied = n, "applied migrations"),
             Err(source) => return Err(RuntimeError::Migrate { url, source }),
         }
-        Self::start_with_store(self, store).await
+        let mut running = Self::start_with_store(self, store).await?;
+        running.owns_store = true;
+        Ok(running)
     }
 
     /// Like [`Runtime::start`] on an existing, migrated store.
@@ -185,6 +187,7 @@ impl Runtime {
             join,
             exit: exit_rx,
             store,
+            owns_store: false,
         })
     }
 }
@@ -195,6 +198,8 @@ pub struct RunningRuntime {
     join: tokio::task::JoinHandle<()>,
     exit: watch::Receiver<Option<Exit>>,
     store: Store,
+    /// Opened by [`Runtime::start`], so closed when the runtime ends.
+    owns_store: bool,
 }
 
 impl RunningRuntime {
@@ -215,7 +220,9 @@ impl RunningRuntime {
             Err(_) => None,
         };
         let _ = (&mut self.join).await;
-        let _ = self.store.close().await;
+        if self.owns_store {
+            let _ = self.store.close().await;
+        }
         exit.unwrap_or(Exit::Escalated {
             child: "supervisor".into(),
             reason: "stopped without reporting an exit".into(),

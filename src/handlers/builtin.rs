@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use super::{async_trait, ExecutionContext, Handler, HandlerError, HandlerResult};
+use super::{async_trait, json_type, ExecutionContext, Handler, HandlerError, HandlerResult};
 
 /// Name of the [`Noop`] handler.
 pub const NOOP: &str = "noop";
@@ -137,17 +137,6 @@ fn optional_string(object: &Map<String, Value>, key: &str) -> Result<Option<Stri
             "`{key}` must be a string, got {}",
             json_type(other)
         )),
-    }
-}
-
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -120,6 +120,18 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
+/// "a string", "an object", ...: for params error messages.
+pub(crate) fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// Handlers by name.
 #[derive(Clone, Default)]
 pub struct Registry {

@@ -7,8 +7,8 @@
 //! - `env`: an object of extra environment variables, string values only.
 //! - `cwd`: the working directory (default: the worker's).
 //!
-//! Environment: the worker's own environment (including any `JOBU__…` settings it was
-//! given), plus `env`, plus these, which win over `env`: `JOBU_EXECUTION_ID`, `JOBU_JOB_ID`
+//! Environment: the worker's own environment without jobu's settings (variables starting
+//! with `JOBU_`, which may hold a database password), plus `env`, plus these, which win over `env`: `JOBU_EXECUTION_ID`, `JOBU_JOB_ID`
 //! (empty for ad-hoc runs), `JOBU_SCHEDULED_TIME` (RFC 3339 UTC, e.g.
 //! `2024-01-02T03:04:05Z`), `JOBU_ATTEMPT` (1 for the first attempt), `JOBU_HANDLER`,
 //! `JOBU_WORKER_ID`.
@@ -42,7 +42,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use super::{async_trait, ExecutionContext, Handler, HandlerError, HandlerResult};
+use super::{async_trait, json_type, ExecutionContext, Handler, HandlerError, HandlerResult};
 use crate::config::ShellSettings;
 
 /// Name of the [`Shell`] handler.
@@ -64,8 +64,8 @@ const TRUNCATION_MARK: &str = "…";
 
 const PARAM_KEYS: [&str; 3] = ["command", "env", "cwd"];
 
-/// Runs a command from the execution's params; see the [module docs](crate::handlers::shell) for the params,
-/// the environment, the result and the kill semantics.
+/// Runs a command from the execution's params; see the [module docs](crate::handlers::shell)
+/// for the params, the environment, the result and the kill semantics.
 #[derive(Debug, Clone)]
 pub struct Shell {
     settings: ShellSettings,
@@ -97,8 +97,9 @@ pub fn kill_all_process_groups() -> usize {
     let groups = live_groups();
     for &pgid in groups.iter() {
         // SAFETY: kill(2) has no memory-safety preconditions. Every registered group's leader
-        // is still unreaped (entries are removed, under this lock, before the leader is
-        // reaped), so `pgid` cannot have been reused by an unrelated process.
+        // is still unreaped (an entry is removed under this lock, in the same critical
+        // section that reaps the leader or before the leader is handed to tokio to reap), so
+        // `pgid` cannot have been reused by an unrelated process.
         unsafe {
             libc::kill(-pgid, libc::SIGKILL);
         }
@@ -269,17 +270,6 @@ fn check_no_nul(what: &str, value: &str) -> Result<(), String> {
     }
 }
 
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// `JOBU_SCHEDULED_TIME`: whole seconds unless the time has sub-second digits.
 fn format_scheduled_time(time: &DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::AutoSi, true)
@@ -320,6 +310,12 @@ async fn run_command(
     }
 
     let mut command = Command::new(program);
+    // jobu's own settings (a database URL may hold a password) are not the command's business.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("JOBU_") {
+            command.env_remove(&key);
+        }
+    }
     command
         .args(&args)
         .envs(params.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -1042,6 +1038,52 @@ mod tests {
         for pid in pids {
             assert_dies(pid, "child or grandchild").await;
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `PR_SET_PDEATHSIG`: the child dies when the thread that spawned it exits, even if the
+    /// attempt's future is never dropped (as when the worker process dies).
+    #[test]
+    fn the_child_dies_with_the_spawning_thread() {
+        let dir = temp_dir("pdeathsig");
+        let pid_file = dir.join("pids");
+        let _guard = SPAWN_LOCK.blocking_write();
+        let script = {
+            let pid_file = pid_file.display();
+            format!(
+                "echo $$ > '{pid_file}.tmp' && mv '{pid_file}.tmp' '{pid_file}' && exec sleep 30"
+            )
+        };
+        let pids = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let handler = shell(4096);
+                let mut attempt = Box::pin(handler.run(json!({ "command": script }), ctx()));
+                let pids = tokio::select! {
+                    result = &mut attempt => panic!("finished early: {result:?}"),
+                    pids = read_pids(&pid_file) => pids,
+                };
+                // Neither the guard nor `kill_on_drop` gets a chance to run.
+                std::mem::forget(attempt);
+                pids
+            })
+        })
+        .join()
+        .unwrap();
+        let [pid] = pids[..] else {
+            panic!("bad pid file: {pids:?}")
+        };
+        // The leaked child stays unreaped (a zombie at worst), so its pid is not reused before
+        // this removes the leaked registration.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(assert_dies(pid, "child"));
+        assert!(live_groups().remove(&pid));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -10,6 +10,11 @@ use sea_orm::{
 use super::dialect::Sql;
 use super::{Store, StoreError, StoreResult};
 use crate::entities::cron_job::{self, MisfirePolicy};
+use crate::entities::job_execution::{ParamSource, Status};
+
+/// The error message of executions cancelled by [`Store::cancel_unscheduled`].
+pub const UNSCHEDULED_MESSAGE: &str =
+    "cancelled before its fire time: the cron was disabled or deleted";
 use crate::schedule::Schedule;
 
 /// A cron to insert; the expression and zone are validated before anything is written.
@@ -79,6 +84,30 @@ impl Store {
             .order_by_asc(cron_job::Column::Id)
             .all(&self.db)
             .await?)
+    }
+
+    /// Cancels PENDING executions created ahead (lookahead) for fire times that have not
+    /// come yet, of crons that were disabled or deleted since. Returns how many.
+    pub async fn cancel_unscheduled(&self) -> StoreResult<u64> {
+        let mut q = Sql::new(self.dialect);
+        q.push("UPDATE job_executions SET status = ")
+            .bind(Status::Cancelled.as_str())
+            .push(", finished_at = ")
+            .now()
+            .push(", updated_at = ")
+            .now()
+            .push(", error_message = ")
+            .bind(UNSCHEDULED_MESSAGE)
+            .push(" WHERE status = ")
+            .bind(Status::Pending.as_str())
+            .push(" AND run_at > ")
+            .now()
+            .push(" AND param_source = ")
+            .bind(ParamSource::Cron.as_str())
+            .push(" AND (job_id IS NULL OR job_id IN (SELECT id FROM cron_jobs WHERE is_enabled = ")
+            .bind(false)
+            .push("))");
+        Ok(self.db.execute(q.build()).await?.rows_affected())
     }
 
     /// Reads one cron.

@@ -7,6 +7,8 @@
 //! excluded or unreachable one fails the test instead of skipping it.
 #![allow(dead_code)]
 
+pub mod process;
+
 use jobu::config::DatabaseSettings;
 use jobu::store::Store;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};

@@ -1,0 +1,199 @@
+//! Real `jobu` processes for the runtime tests: the built binary, configured only through
+//! `JOBU__` environment variables (as a user would), with fast leases and polls so crash
+//! recovery takes seconds. Each process logs to a file that a failing test prints.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use super::TestDb;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_jobu");
+
+/// A scratch folder per test: the (empty) config folder, process logs, handler output.
+pub struct Scratch {
+    pub dir: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(label: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "jobu_run_{label}_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ));
+        std::fs::create_dir_all(dir.join("config")).expect("scratch dir");
+        Scratch { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Lines of a file the shell handler appended to (empty if it does not exist yet).
+    pub fn lines(&self, name: &str) -> Vec<String> {
+        std::fs::read_to_string(self.path(name))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The last lines of every process log, for a failing test's output.
+    pub fn dump_logs(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(40)..];
+                eprintln!("===== {} =====\n{}", path.display(), tail.join("\n"));
+            }
+        }
+    }
+
+    pub fn remove(self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One running `jobu` process; killed (SIGKILL) when dropped.
+pub struct Daemon {
+    pub name: String,
+    child: Child,
+}
+
+/// Settings every test process gets: fast polls, a 4 s lease, quick retries, the shell
+/// handler on, every-second schedules allowed.
+pub fn base_env(db: &TestDb, name: &str) -> Vec<(String, String)> {
+    [
+        ("JOBU__DATABASES__DEFAULT__URL", db.url.as_str()),
+        ("JOBU__DATABASES__DEFAULT__MAX_CONNECTIONS", "5"),
+        ("JOBU__DATABASES__DEFAULT__MIN_CONNECTIONS", "0"),
+        ("JOBU__DISPATCHER__MIN_CRON_INTERVAL_SECONDS", "0"),
+        ("JOBU__DISPATCHER__POLL_INTERVAL_SECONDS", "1"),
+        ("JOBU__WORKER__ID", name),
+        ("JOBU__WORKER__POLL_INTERVAL_SECONDS", "0.5"),
+        ("JOBU__WORKER__LEASE_SECONDS", "4"),
+        ("JOBU__WORKER__HEARTBEAT_INTERVAL_SECONDS", "1"),
+        ("JOBU__WORKER__RESCUE_INTERVAL_SECONDS", "1"),
+        ("JOBU__WORKER__RETRY_BACKOFF_BASE_SECONDS", "0.2"),
+        ("JOBU__WORKER__RETRY_BACKOFF_MAX_SECONDS", "1"),
+        ("JOBU__HANDLERS__SHELL__ENABLED", "true"),
+        ("JOBU__LOGGING__LEVEL", "info"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+impl Daemon {
+    /// Starts `jobu <role>` with [`base_env`] plus `extra`.
+    pub fn start(
+        scratch: &Scratch,
+        db: &TestDb,
+        role: &str,
+        name: &str,
+        extra: &[(&str, &str)],
+    ) -> Daemon {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(scratch.path(&format!("{name}.log")))
+            .expect("log file");
+        let mut cmd = Command::new(BIN);
+        cmd.arg(role)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("JOBU_CONFIG_DIR", scratch.path("config"))
+            .current_dir(&scratch.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in base_env(db, name) {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start jobu");
+        Daemon {
+            name: name.to_string(),
+            child,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid; it has not been reaped while we hold it.
+        unsafe {
+            libc::kill(self.pid(), signal);
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn stop(&mut self, limit: Duration) -> Option<ExitStatus> {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(limit).await
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.alive() {
+            self.kill9();
+        }
+    }
+}
+
+/// Polls `check` every 100 ms until it returns true or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether a path exists (for pid files written by shell commands).
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}

@@ -1,0 +1,477 @@
+//! The daemon as users run it: real `jobu` processes of the built binary against PostgreSQL,
+//! MariaDB and one SQLite file, killed and stopped while they work, then the rows and the
+//! shell handler's own output counted. Each test runs its three backends at once (each in
+//! its own database) because most of the time is spent waiting on schedules and leases.
+
+mod common;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use common::process::{eventually, Daemon, Scratch};
+use common::{Backend, TestDb};
+use jobu::entities::job_execution::{self, ParamSource, Status};
+use jobu::store::create::NewExecution;
+use jobu::store::crons::NewCron;
+use jobu::store::Store;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use serde_json::json;
+
+/// Runs `body` on every backend concurrently; prints the process logs of a failing backend.
+async fn on_all_backends<F, Fut>(label: &'static str, body: F)
+where
+    F: Fn(TestDb, Arc<Scratch>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut runs = Vec::new();
+    for backend in [Backend::Sqlite, Backend::Postgres, Backend::MySql] {
+        let body = body.clone();
+        runs.push((
+            backend,
+            tokio::spawn(async move {
+                let Some(db) = TestDb::create(backend).await else {
+                    return;
+                };
+                let scratch = Arc::new(Scratch::new(&format!("{label}_{}", backend.name())));
+                let result = tokio::spawn(body(db.clone(), scratch.clone())).await;
+                if let Err(e) = result {
+                    scratch.dump_logs();
+                    std::panic::resume_unwind(e.into_panic());
+                }
+                db.cleanup().await;
+                if let Ok(scratch) = Arc::try_unwrap(scratch) {
+                    scratch.remove();
+                }
+            }),
+        ));
+    }
+    let mut failed = Vec::new();
+    for (backend, run) in runs {
+        if let Err(e) = run.await {
+            let message = e
+                .try_into_panic()
+                .ok()
+                .and_then(|p| {
+                    p.downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                })
+                .unwrap_or_default();
+            failed.push(format!("{}: {message}", backend.name()));
+        }
+    }
+    assert!(failed.is_empty(), "failed on {}", failed.join("\n"));
+}
+
+async fn executions_of(store: &Store, job_id: i64) -> Vec<job_execution::Model> {
+    job_execution::Entity::find()
+        .filter(job_execution::Column::JobId.eq(job_id))
+        .order_by_asc(job_execution::Column::ScheduledTime)
+        .all(store.connection())
+        .await
+        .expect("read executions")
+}
+
+async fn execution(store: &Store, id: i64) -> job_execution::Model {
+    store.execution(id).await.expect("read").expect("exists")
+}
+
+async fn count_status(store: &Store, status: Status, worker: Option<&str>) -> usize {
+    let mut q =
+        job_execution::Entity::find().filter(job_execution::Column::Status.eq(status.as_str()));
+    if let Some(w) = worker {
+        q = q.filter(job_execution::Column::WorkerId.eq(w));
+    }
+    q.all(store.connection()).await.expect("read").len()
+}
+
+async fn unfinished(store: &Store, job_id: i64) -> usize {
+    executions_of(store, job_id)
+        .await
+        .iter()
+        .filter(|e| e.status == "PENDING" || e.status == "RUNNING")
+        .count()
+}
+
+/// An ad-hoc execution due now.
+async fn enqueue(
+    store: &Store,
+    handler: &str,
+    params: serde_json::Value,
+    max_retry: i32,
+    timeout: i32,
+) -> i64 {
+    let now = store.now().await.expect("clock");
+    let new = NewExecution {
+        job_id: None,
+        handler_name: handler.into(),
+        scheduled_time: now,
+        run_at: now,
+        params: Some(params),
+        param_source: ParamSource::Api,
+        max_retry,
+        timeout_seconds: timeout,
+    };
+    match store.create_if_absent(&new).await.expect("enqueue") {
+        jobu::store::create::Created::New(id) => id,
+        other => panic!("not created: {other:?}"),
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// 3 dispatchers and 2 workers for over 60 s on an every-second cron, while dispatchers are
+/// killed (-9) and stopped and restarted: exactly one execution per fire time, no gap, and
+/// the shell handler ran each exactly once with the right environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_second_cron_three_dispatchers_two_workers() {
+    on_all_backends("soak", |db, scratch| async move {
+        let out = scratch.path("out.txt");
+        let mut cron = NewCron::new("every-second", "* * * * * *", "shell");
+        cron.handler_params = Some(json!({
+            "command": format!(
+                "echo \"$JOBU_EXECUTION_ID $JOBU_SCHEDULED_TIME $JOBU_ATTEMPT $JOBU_JOB_ID\" >> '{}'",
+                out.display()
+            )
+        }));
+        let cron = db.store.insert_cron(&cron).await.expect("cron");
+
+        let mut dispatchers: Vec<Daemon> = (0..3)
+            .map(|i| Daemon::start(&scratch, &db, "dispatcher", &format!("d{i}"), &[]))
+            .collect();
+        let mut workers: Vec<Daemon> = (0..2)
+            .map(|i| {
+                Daemon::start(
+                    &scratch,
+                    &db,
+                    "worker",
+                    &format!("w{i}"),
+                    &[("JOBU__WORKER__CONCURRENCY", "4")],
+                )
+            })
+            .collect();
+
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        dispatchers[0].kill9();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        dispatchers[0] = Daemon::start(&scratch, &db, "dispatcher", "d0-restarted", &[]);
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let status = dispatchers[1].stop(Duration::from_secs(10)).await;
+        assert!(status.is_some_and(|s| s.success()), "d1 exit: {status:?}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        dispatchers[1] = Daemon::start(&scratch, &db, "dispatcher", "d1-restarted", &[]);
+        tokio::time::sleep(Duration::from_secs(21)).await;
+
+        for d in &mut dispatchers {
+            let status = d.stop(Duration::from_secs(10)).await;
+            assert!(status.is_some_and(|s| s.success()), "{} exit: {status:?}", d.name);
+        }
+        let store = db.store.clone();
+        assert!(
+            eventually(Duration::from_secs(30), || {
+                let store = store.clone();
+                async move { unfinished(&store, cron.id).await == 0 }
+            })
+            .await,
+            "executions left unfinished"
+        );
+        for w in &mut workers {
+            let status = w.stop(Duration::from_secs(10)).await;
+            assert!(status.is_some_and(|s| s.success()), "{} exit: {status:?}", w.name);
+        }
+
+        let rows = executions_of(&db.store, cron.id).await;
+        assert!(rows.len() >= 60, "only {} executions", rows.len());
+        for pair in rows.windows(2) {
+            let gap = pair[1].scheduled_time - pair[0].scheduled_time;
+            assert_eq!(
+                gap,
+                chrono::Duration::seconds(1),
+                "gap or duplicate between {} and {}",
+                pair[0].scheduled_time,
+                pair[1].scheduled_time
+            );
+        }
+        for row in &rows {
+            assert_eq!(row.status, "SUCCESS", "execution {}: {row:?}", row.id);
+            assert_eq!(row.retry_count, 0, "execution {}", row.id);
+        }
+        let lines = scratch.lines("out.txt");
+        assert_eq!(lines.len(), rows.len(), "handler runs vs executions");
+        for row in &rows {
+            let expected = format!(
+                "{} {} 1 {}",
+                row.id,
+                rfc3339(row.scheduled_time),
+                cron.id
+            );
+            let n = lines.iter().filter(|l| **l == expected).count();
+            assert_eq!(n, 1, "handler output for execution {}: {expected}", row.id);
+        }
+    })
+    .await;
+}
+
+/// kill -9 of a worker while 20 attempts run: after the lease expires another worker runs
+/// all of them; none stays RUNNING; the lost attempt counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_worker_attempts_finish_elsewhere() {
+    on_all_backends("kill9", |db, scratch| async move {
+        let mut ids = Vec::new();
+        for _ in 0..20 {
+            ids.push(enqueue(&db.store, "sleep", json!({"seconds": 2}), 3, 60).await);
+        }
+        let conc = [("JOBU__WORKER__CONCURRENCY", "20")];
+        let mut a = Daemon::start(&scratch, &db, "worker", "a", &conc);
+        let store = db.store.clone();
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                let store = store.clone();
+                async move { count_status(&store, Status::Running, Some("a")).await == 20 }
+            })
+            .await,
+            "worker a never ran 20 attempts at once"
+        );
+        a.kill9();
+        let mut b = Daemon::start(&scratch, &db, "worker", "b", &conc);
+        assert!(
+            eventually(Duration::from_secs(40), || {
+                let store = store.clone();
+                async move { count_status(&store, Status::Success, None).await == 20 }
+            })
+            .await,
+            "not every execution finished after the kill"
+        );
+        for id in ids {
+            let row = execution(&db.store, id).await;
+            assert_eq!(row.status, "SUCCESS");
+            assert_eq!(row.worker_id.as_deref(), Some("b"), "{row:?}");
+            assert_eq!(row.retry_count, 1, "the killed attempt counts: {row:?}");
+        }
+        assert_eq!(count_status(&db.store, Status::Running, None).await, 0);
+        let status = b.stop(Duration::from_secs(10)).await;
+        assert!(status.is_some_and(|s| s.success()), "b exit: {status:?}");
+    })
+    .await;
+}
+
+/// SIGTERM during attempts: short ones drain to SUCCESS, long ones are released to PENDING
+/// without counting the attempt and another worker runs them; exit code 0. A second signal
+/// exits at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_drains_then_releases() {
+    on_all_backends("sigterm", |db, scratch| async move {
+        let short: Vec<i64> = vec![
+            enqueue(&db.store, "sleep", json!({"seconds": 1.5}), 3, 60).await,
+            enqueue(&db.store, "sleep", json!({"seconds": 1.5}), 3, 60).await,
+        ];
+        let long: Vec<i64> = vec![
+            enqueue(&db.store, "sleep", json!({"seconds": 5}), 3, 60).await,
+            enqueue(&db.store, "sleep", json!({"seconds": 5}), 3, 60).await,
+        ];
+        let mut a = Daemon::start(
+            &scratch,
+            &db,
+            "worker",
+            "a",
+            &[("JOBU__WORKER__SHUTDOWN_TIMEOUT_SECONDS", "3")],
+        );
+        let store = db.store.clone();
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                let store = store.clone();
+                async move { count_status(&store, Status::Running, Some("a")).await == 4 }
+            })
+            .await,
+            "worker a never ran all four"
+        );
+        let status = a.stop(Duration::from_secs(15)).await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "exit after SIGTERM: {status:?}"
+        );
+        for id in &short {
+            let row = execution(&db.store, *id).await;
+            assert_eq!(row.status, "SUCCESS", "drained: {row:?}");
+        }
+        for id in &long {
+            let row = execution(&db.store, *id).await;
+            assert_eq!(row.status, "PENDING", "released: {row:?}");
+            assert_eq!(row.retry_count, 0, "a release does not count: {row:?}");
+            assert!(row.owner_token.is_none() && row.started_at.is_none());
+        }
+        let mut b = Daemon::start(&scratch, &db, "worker", "b", &[]);
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                let store = store.clone();
+                async move { count_status(&store, Status::Success, Some("b")).await == 2 }
+            })
+            .await,
+            "released executions did not run on b"
+        );
+
+        // A second signal does not wait for the 30 s drain.
+        let id = enqueue(&db.store, "sleep", json!({"seconds": 30}), 0, 60).await;
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                let store = store.clone();
+                async move { execution(&store, id).await.status == "RUNNING" }
+            })
+            .await
+        );
+        b.signal(libc::SIGTERM);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(b.alive(), "still draining after one signal");
+        b.signal(libc::SIGTERM);
+        let status = b.wait_exit(Duration::from_secs(3)).await;
+        assert_eq!(status.and_then(|s| s.code()), Some(128 + libc::SIGTERM));
+    })
+    .await;
+}
+
+/// Retries, timeouts and panics: a command that always fails with max_retry 2 runs exactly
+/// 3 times and ends FAILED with retry_count 2; a sleep past its timeout ends TIMEOUT; a
+/// panicking handler is recorded FAILED and the worker keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retries_timeouts_and_panics() {
+    on_all_backends("failures", |db, scratch| async move {
+        let attempts = scratch.path("attempts.txt");
+        let failing = enqueue(
+            &db.store,
+            "shell",
+            json!({"command": format!(
+                "echo $JOBU_ATTEMPT >> '{}'; echo boom >&2; exit 3",
+                attempts.display()
+            )}),
+            2,
+            60,
+        )
+        .await;
+        let slow = enqueue(&db.store, "sleep", json!({"seconds": 30}), 0, 1).await;
+        let panics = enqueue(&db.store, "noop", json!({"panic": "kaboom"}), 1, 60).await;
+        let mut a = Daemon::start(&scratch, &db, "worker", "a", &[]);
+        let store = db.store.clone();
+        let all = [failing, slow, panics];
+        assert!(
+            eventually(Duration::from_secs(30), || {
+                let store = store.clone();
+                async move {
+                    for id in all {
+                        let s = execution(&store, id).await.status;
+                        if s == "PENDING" || s == "RUNNING" {
+                            return false;
+                        }
+                    }
+                    true
+                }
+            })
+            .await,
+            "not all final"
+        );
+
+        let row = execution(&db.store, failing).await;
+        assert_eq!((row.status.as_str(), row.retry_count), ("FAILED", 2));
+        let error = row.error_message.unwrap_or_default();
+        assert!(
+            error.contains("code 3") && error.contains("boom"),
+            "{error}"
+        );
+        assert_eq!(scratch.lines("attempts.txt"), vec!["1", "2", "3"]);
+
+        let row = execution(&db.store, slow).await;
+        assert_eq!((row.status.as_str(), row.retry_count), ("TIMEOUT", 0));
+        let ran = row.finished_at.expect("finished") - row.started_at.expect("started");
+        assert!(ran < chrono::Duration::seconds(5), "timeout took {ran}");
+
+        let row = execution(&db.store, panics).await;
+        assert_eq!((row.status.as_str(), row.retry_count), ("FAILED", 1));
+        let error = row.error_message.unwrap_or_default();
+        assert!(error.contains("kaboom"), "{error}");
+
+        assert!(a.alive(), "the worker survived the panics");
+        let after = enqueue(&db.store, "noop", json!({}), 0, 60).await;
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                let store = store.clone();
+                async move { execution(&store, after).await.status == "SUCCESS" }
+            })
+            .await,
+            "the worker stopped working after a panic"
+        );
+        let status = a.stop(Duration::from_secs(10)).await;
+        assert!(status.is_some_and(|s| s.success()), "exit: {status:?}");
+    })
+    .await;
+}
+
+/// allow_overlap = false under 3 dispatchers and 2 workers: never two unfinished executions
+/// of the cron, sampled all along, and the attempts' run windows never overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_overlap_under_three_dispatchers() {
+    on_all_backends("overlap", |db, scratch| async move {
+        let mut cron = NewCron::new("exclusive", "* * * * * *", "sleep");
+        cron.allow_overlap = false;
+        cron.max_retry = 0;
+        cron.handler_params = Some(json!({"seconds": 2.5}));
+        let cron = db.store.insert_cron(&cron).await.expect("cron");
+
+        let mut daemons: Vec<Daemon> = (0..3)
+            .map(|i| Daemon::start(&scratch, &db, "dispatcher", &format!("d{i}"), &[]))
+            .collect();
+        for i in 0..2 {
+            daemons.push(Daemon::start(
+                &scratch,
+                &db,
+                "worker",
+                &format!("w{i}"),
+                &[("JOBU__WORKER__CONCURRENCY", "4")],
+            ));
+        }
+        let store = db.store.clone();
+        let sampler = tokio::spawn(async move {
+            let mut max = 0;
+            let end = tokio::time::Instant::now() + Duration::from_secs(15);
+            while tokio::time::Instant::now() < end {
+                max = max.max(unfinished(&store, cron.id).await);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            max
+        });
+        let max = sampler.await.expect("sampler");
+        for d in &mut daemons[..3] {
+            let status = d.stop(Duration::from_secs(10)).await;
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "{} exit: {status:?}",
+                d.name
+            );
+        }
+        let store = db.store.clone();
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                let store = store.clone();
+                async move { unfinished(&store, cron.id).await == 0 }
+            })
+            .await
+        );
+        assert!(max <= 1, "{max} unfinished executions of one cron at once");
+        let mut rows = executions_of(&db.store, cron.id).await;
+        assert!(rows.len() >= 3, "only {} executions", rows.len());
+        rows.sort_by_key(|r| r.started_at);
+        for pair in rows.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            assert_eq!(a.status, "SUCCESS", "{a:?}");
+            assert!(
+                b.started_at >= a.finished_at,
+                "execution {} started before {} finished",
+                b.id,
+                a.id
+            );
+        }
+    })
+    .await;
+}
