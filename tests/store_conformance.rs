@@ -710,3 +710,162 @@ backend_test!(
             .is_err());
     }
 );
+
+backend_test!(
+    exclusive_creators_leave_one_unfinished,
+    |db: TestDb| async move {
+        // Six creators race, each with its own pool, over 30 rounds of fire times; in every
+        // round at most one execution of the cron may be unfinished. Finishing it lets the
+        // next round create again.
+        const CREATORS: usize = 6;
+        const ROUNDS: i64 = 30;
+        let mut cron = NewCron::new("exclusive", "* * * * * *", HANDLER);
+        cron.allow_overlap = false;
+        let cron = db.store.insert_cron(&cron).await.expect("cron");
+        let base = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
+        let due = db.store.now().await.unwrap() - Duration::seconds(1);
+        let mut stores = Vec::new();
+        for _ in 0..CREATORS {
+            stores.push(db.new_store(2).await);
+        }
+        let h = handlers();
+        for round in 0..ROUNDS {
+            let barrier = Arc::new(Barrier::new(CREATORS));
+            let mut tasks = Vec::new();
+            for (c, store) in stores.iter().enumerate() {
+                let store = store.clone();
+                let barrier = barrier.clone();
+                // Every creator proposes a different fire time, so the unique key cannot
+                // be what stops them: only the overlap rule can.
+                let fire = base + Duration::seconds(round * 100 + c as i64);
+                tasks.push(tokio::spawn(async move {
+                    // Due at once, so the round's winner can be claimed and finished.
+                    let mut new = execution(Some(cron.id), fire, 0);
+                    new.run_at = due;
+                    barrier.wait().await;
+                    store
+                        .create_exclusive(&new)
+                        .await
+                        .expect("create_exclusive")
+                }));
+            }
+            let mut created = 0;
+            for task in tasks {
+                match task.await.expect("creator") {
+                    Created::New(_) => created += 1,
+                    Created::Overlap => {}
+                    Created::Exists => panic!("distinct fire times cannot exist"),
+                }
+            }
+            assert_eq!(created, 1, "round {round}: {created} unfinished executions");
+            let claimed = db
+                .store
+                .claim(&claim_req("w", &h, 10))
+                .await
+                .expect("claim");
+            assert_eq!(claimed.len(), 1);
+            let row = &claimed[0];
+            assert!(db
+                .store
+                .succeed(row.id, row.owner_token.as_deref().unwrap(), None)
+                .await
+                .unwrap());
+        }
+        for store in stores {
+            let _ = store.close().await;
+        }
+        let total = JobExecutions::find()
+            .filter(job_execution::Column::JobId.eq(cron.id))
+            .count(db.store.connection())
+            .await
+            .unwrap();
+        assert_eq!(total, ROUNDS as u64);
+        // The same fire time again is "exists", not "overlap", once nothing is unfinished.
+        let first = JobExecutions::find()
+            .filter(job_execution::Column::JobId.eq(cron.id))
+            .one(db.store.connection())
+            .await
+            .unwrap()
+            .expect("a row");
+        let again = db
+            .store
+            .create_exclusive(&execution(Some(cron.id), first.scheduled_time, 0))
+            .await
+            .unwrap();
+        assert_eq!(again, Created::Exists);
+    }
+);
+
+backend_test!(next_due_and_overdue_report, |db: TestDb| async move {
+    let h = handlers();
+    assert_eq!(db.store.next_due(&h).await.unwrap(), None);
+    let now = db.store.now().await.unwrap();
+    let mut later = execution(None, now, 0);
+    later.run_at = now + Duration::seconds(30);
+    db.store.create_if_absent(&later).await.unwrap();
+    let wait = db.store.next_due(&h).await.unwrap().expect("one pending");
+    assert!((25..=30).contains(&wait.as_secs()), "next due in {wait:?}");
+    // Another handler's rows do not wake this worker.
+    assert_eq!(
+        db.store.next_due(&["other".to_string()]).await.unwrap(),
+        None
+    );
+
+    let mut stale = execution(None, now - Duration::seconds(600), 0);
+    stale.handler_name = "nobody".into();
+    db.store.create_if_absent(&stale).await.unwrap();
+    assert_eq!(
+        db.store.next_due(&["nobody".to_string()]).await.unwrap(),
+        Some(std::time::Duration::ZERO)
+    );
+    let overdue = db.store.overdue_pending(60.0).await.unwrap();
+    assert_eq!(overdue.len(), 1, "{overdue:?}");
+    assert_eq!(overdue[0].handler_name, "nobody");
+    assert_eq!(overdue[0].count, 1);
+});
+
+backend_test!(
+    rows_ahead_of_a_disabled_cron_are_cancelled,
+    |db: TestDb| async move {
+        let kept = db
+            .store
+            .insert_cron(&NewCron::new("kept", "* * * * * *", HANDLER))
+            .await
+            .unwrap();
+        let disabled = db
+            .store
+            .insert_cron(&NewCron::new("disabled", "* * * * * *", HANDLER))
+            .await
+            .unwrap();
+        let now = db.store.now().await.unwrap();
+        for cron in [kept.id, disabled.id] {
+            db.store
+                .create_if_absent(&execution(Some(cron), now + Duration::seconds(60), 0))
+                .await
+                .unwrap();
+            // Already due: it runs even though the cron is disabled afterwards.
+            db.store
+                .create_if_absent(&execution(Some(cron), now - Duration::seconds(1), 0))
+                .await
+                .unwrap();
+        }
+        CronJobs::update(jobu::entities::cron_job::ActiveModel {
+            id: Set(disabled.id),
+            is_enabled: Set(false),
+            ..Default::default()
+        })
+        .exec(db.store.connection())
+        .await
+        .unwrap();
+        assert_eq!(db.store.cancel_unscheduled().await.unwrap(), 1);
+        assert_eq!(db.store.cancel_unscheduled().await.unwrap(), 0);
+        let cancelled = JobExecutions::find()
+            .filter(job_execution::Column::Status.eq(Status::Cancelled.as_str()))
+            .all(db.store.connection())
+            .await
+            .unwrap();
+        assert_eq!(cancelled.len(), 1);
+        assert_eq!(cancelled[0].job_id, Some(disabled.id));
+        assert!(cancelled[0].scheduled_time > now);
+    }
+);

@@ -1,0 +1,221 @@
+//! The runtime embedded as a library (as `examples/custom_handler.rs` does), on each backend:
+//! a Rust handler runs next to the built-ins, unknown handlers stay PENDING, misfire
+//! policies apply after downtime, and a disabled cron stops firing within one poll.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{Datelike, TimeZone, Utc};
+use common::process::eventually;
+use common::TestDb;
+use jobu::actors::{Exit, Roles};
+use jobu::config::Settings;
+use jobu::entities::cron_job::{self, MisfirePolicy};
+use jobu::entities::job_execution::{self, ParamSource, Status};
+use jobu::entities::{CronJobs, JobExecutions};
+use jobu::handlers::{async_trait, ExecutionContext, Handler, HandlerResult};
+use jobu::store::create::NewExecution;
+use jobu::store::crons::NewCron;
+use jobu::store::Store;
+use jobu::Runtime;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
+use serde_json::{json, Value};
+
+struct Greet;
+
+#[async_trait]
+impl Handler for Greet {
+    async fn run(&self, params: Value, ctx: ExecutionContext) -> HandlerResult {
+        Ok(json!({ "hello": params["name"], "attempt": ctx.attempt }))
+    }
+}
+
+fn fast_settings() -> Settings {
+    let mut s = Settings::default();
+    s.dispatcher.min_cron_interval_seconds = 0;
+    s.dispatcher.poll_interval_seconds = 0.5;
+    s.worker.poll_interval_seconds = 0.2;
+    s.worker.id = Some("embedded".into());
+    s
+}
+
+async fn rows(store: &Store, job_id: i64) -> Vec<job_execution::Model> {
+    JobExecutions::find()
+        .filter(job_execution::Column::JobId.eq(job_id))
+        .all(store.connection())
+        .await
+        .expect("rows")
+}
+
+backend_test!(
+    embedded_runtime_runs_a_rust_handler,
+    |db: TestDb| async move {
+        let running = Runtime::new(fast_settings())
+            .handler("greet", Greet)
+            .start_with_store(db.store.clone())
+            .await
+            .expect("start");
+        let mut cron = NewCron::new("greet", "* * * * * *", "greet");
+        cron.handler_params = Some(json!({"name": "jobu"}));
+        let cron = db.store.insert_cron(&cron).await.expect("cron");
+        let now = db.store.now().await.unwrap();
+        let orphan = NewExecution {
+            job_id: None,
+            handler_name: "nobody-has-this".into(),
+            scheduled_time: now,
+            run_at: now,
+            params: None,
+            param_source: ParamSource::Api,
+            max_retry: 0,
+            timeout_seconds: 10,
+        };
+        let orphan = match db.store.create_if_absent(&orphan).await.unwrap() {
+            jobu::store::create::Created::New(id) => id,
+            other => panic!("{other:?}"),
+        };
+
+        let store = db.store.clone();
+        assert!(
+            eventually(Duration::from_secs(15), || {
+                let store = store.clone();
+                async move {
+                    rows(&store, cron.id)
+                        .await
+                        .iter()
+                        .any(|r| r.status == Status::Success.as_str())
+                }
+            })
+            .await,
+            "the cron's handler never succeeded"
+        );
+        let done = rows(&db.store, cron.id)
+            .await
+            .into_iter()
+            .find(|r| r.status == Status::Success.as_str())
+            .unwrap();
+        assert_eq!(done.result, Some(json!({"hello": "jobu", "attempt": 1})));
+        assert_eq!(done.worker_id.as_deref(), Some("embedded"));
+
+        let orphan = db.store.execution(orphan).await.unwrap().unwrap();
+        assert_eq!(orphan.status, Status::Pending.as_str(), "nobody can run it");
+
+        running.shutdown();
+        assert_eq!(running.wait().await, Exit::Clean);
+    }
+);
+
+backend_test!(misfire_policies_after_downtime, |db: TestDb| async move {
+    // Yearly crons whose marker says the last handled fire time is 2020-01-01: every
+    // dispatcher has been down since. Fire times 2020..=2026 were missed.
+    let since = Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap();
+    let mut ids = Vec::new();
+    for policy in [
+        MisfirePolicy::Skip,
+        MisfirePolicy::Latest,
+        MisfirePolicy::All,
+    ] {
+        let mut cron = NewCron::new(policy.as_str(), "0 0 1 1 *", "noop");
+        cron.misfire_policy = policy;
+        let cron = db.store.insert_cron(&cron).await.unwrap();
+        assert!(db
+            .store
+            .advance_marker(cron.id, None, since, None)
+            .await
+            .unwrap());
+        ids.push(cron.id);
+    }
+    let now = db.store.now().await.unwrap();
+    let new_year = |y: i32| Utc.with_ymd_and_hms(y, 1, 1, 0, 0, 0).unwrap();
+    let next_new_year = new_year(now.year() + 1);
+    let missed = (2020..=now.year()).count();
+
+    let running = Runtime::new(fast_settings())
+        .roles(Roles::DISPATCHER)
+        .start_with_store(db.store.clone())
+        .await
+        .expect("start");
+    let store = db.store.clone();
+    let ids2 = ids.clone();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let store = store.clone();
+            let ids = ids2.clone();
+            async move {
+                for id in ids {
+                    let cron = store.cron(id).await.unwrap().unwrap();
+                    if cron.next_fire_time != Some(next_new_year) {
+                        return false;
+                    }
+                }
+                true
+            }
+        })
+        .await,
+        "markers did not move to the next fire time"
+    );
+    running.shutdown();
+    assert_eq!(running.wait().await, Exit::Clean);
+
+    let skip = rows(&db.store, ids[0]).await;
+    assert!(skip.is_empty(), "skip created {skip:?}");
+    let latest = rows(&db.store, ids[1]).await;
+    assert_eq!(latest.len(), 1);
+    assert_eq!(latest[0].scheduled_time, new_year(now.year()));
+    let all = rows(&db.store, ids[2]).await;
+    assert_eq!(all.len(), missed);
+    let cron = db.store.cron(ids[1]).await.unwrap().unwrap();
+    assert_eq!(cron.last_fire_time, Some(latest[0].scheduled_time));
+});
+
+backend_test!(
+    disabled_cron_stops_firing_within_a_poll,
+    |db: TestDb| async move {
+        let cron = db
+            .store
+            .insert_cron(&NewCron::new("soon-disabled", "* * * * * *", "noop"))
+            .await
+            .unwrap();
+        let running = Runtime::new(fast_settings())
+            .roles(Roles::DISPATCHER)
+            .start_with_store(db.store.clone())
+            .await
+            .expect("start");
+        let store = db.store.clone();
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                let store = store.clone();
+                async move { rows(&store, cron.id).await.len() >= 3 }
+            })
+            .await
+        );
+        CronJobs::update(cron_job::ActiveModel {
+            id: Set(cron.id),
+            is_enabled: Set(false),
+            ..Default::default()
+        })
+        .exec(db.store.connection())
+        .await
+        .unwrap();
+        // One poll (0.5 s) and a margin.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let after_poll = rows(&db.store, cron.id).await.len();
+        let now = db.store.now().await.unwrap();
+        for row in rows(&db.store, cron.id).await {
+            if row.scheduled_time > now {
+                assert_eq!(row.status, Status::Cancelled.as_str(), "{row:?}");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(rows(&db.store, cron.id).await.len(), after_poll);
+        let pending_ahead = JobExecutions::find()
+            .filter(job_execution::Column::Status.eq(Status::Pending.as_str()))
+            .filter(job_execution::Column::RunAt.gt(now))
+            .count(db.store.connection())
+            .await
+            .unwrap();
+        assert_eq!(pending_ahead, 0);
+        running.shutdown();
+        assert_eq!(running.wait().await, Exit::Clean);
+    }
+);
