@@ -13,5 +13,7 @@ COPY config /etc/jobu
 USER jobu
 WORKDIR /var/lib/jobu
 ENV JOBU_CONFIG_DIR=/etc/jobu
+# The shell handler runs commands taken from the database: opt in per deployment.
+ENV JOBU__HANDLERS__SHELL__ENABLED=false
 ENTRYPOINT ["jobu"]
-CMD ["--help"]
+CMD ["run"]
