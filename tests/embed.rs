@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{Datelike, TimeZone, Utc};
 use common::process::eventually;
 use common::TestDb;
+use jobu::actors::supervisor::SupervisorConfig;
 use jobu::actors::{Exit, Roles};
 use jobu::config::Settings;
 use jobu::entities::cron_job::{self, MisfirePolicy};
@@ -217,5 +218,71 @@ backend_test!(
         assert_eq!(pending_ahead, 0);
         running.shutdown();
         assert_eq!(running.wait().await, Exit::Clean);
+    }
+);
+
+backend_test!(
+    crashed_services_restart_then_escalate,
+    |db: TestDb| async move {
+        // Killing a service counts as a crash: it is restarted after a backoff, and one
+        // crash too many within the window ends the runtime with an escalation.
+        let policy = SupervisorConfig {
+            max_restarts: 2,
+            window: Duration::from_secs(60),
+            backoff_base: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(100),
+        };
+        let running = Runtime::new(fast_settings())
+            .roles(Roles::DISPATCHER)
+            .supervisor(policy)
+            .start_with_store(db.store.clone())
+            .await
+            .expect("start");
+        let supervisor = running.supervisor();
+        let services = || {
+            let mut ids: Vec<_> = supervisor
+                .get_children()
+                .iter()
+                .map(|c| c.get_id())
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(services().len(), 2, "dispatcher and rescuer");
+        // Always the newest child: the one restarted last, so the same service each time.
+        let newest = || {
+            supervisor
+                .get_children()
+                .into_iter()
+                .max_by_key(|c| c.get_id())
+                .expect("a child")
+        };
+        for crash in 1..=2 {
+            let before = services();
+            newest().kill();
+            assert!(
+                eventually(Duration::from_secs(5), || {
+                    let now = services();
+                    let changed = now.len() == 2 && now != before;
+                    async move { changed }
+                })
+                .await,
+                "crash {crash}: the service was not restarted"
+            );
+        }
+        // Kill the same service a third time within the window: escalation.
+        newest().kill();
+        let exit = tokio::time::timeout(Duration::from_secs(10), running.wait())
+            .await
+            .expect("the runtime ended");
+        match exit {
+            Exit::Escalated { child, reason } => {
+                assert!(
+                    !child.is_empty() && reason.contains("crashed"),
+                    "{child}: {reason}"
+                )
+            }
+            other => panic!("expected an escalation, got {other:?}"),
+        }
     }
 );

@@ -101,6 +101,7 @@ pub struct Runtime {
     settings: Settings,
     registry: Registry,
     roles: Roles,
+    supervisor: SupervisorConfig,
 }
 
 impl Runtime {
@@ -111,7 +112,14 @@ impl Runtime {
             settings,
             registry,
             roles: Roles::ALL,
+            supervisor: SupervisorConfig::default(),
         }
+    }
+
+    /// The restart policy (defaults: [`SupervisorConfig`]'s constants).
+    pub fn supervisor(mut self, config: SupervisorConfig) -> Runtime {
+        self.supervisor = config;
+        self
     }
 
     pub fn roles(mut self, roles: Roles) -> Runtime {
@@ -176,7 +184,7 @@ impl Runtime {
         let args = SupervisorArgs {
             shared,
             roles: self.roles,
-            config: SupervisorConfig::default(),
+            config: self.supervisor,
             exit: exit_tx,
         };
         let (supervisor, join) = Actor::spawn(None, Supervisor, args)
@@ -205,6 +213,11 @@ pub struct RunningRuntime {
 impl RunningRuntime {
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The supervisor actor; its children are the running services.
+    pub fn supervisor(&self) -> ractor::ActorCell {
+        self.supervisor.get_cell()
     }
 
     /// Starts a graceful shutdown: the dispatcher stops at once, the pool stops claiming and
