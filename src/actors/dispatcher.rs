@@ -415,7 +415,9 @@ fn first_candidate(
         {
             Some(marker)
         }
-        _ => schedule.next_after(cron.updated_at.max(now - grace)),
+        // Clamped to now: a row written by hand in a non-UTC MySQL session can carry a local
+        // time ahead of UTC, which must not delay the cron.
+        _ => schedule.next_after(cron.updated_at.min(now).max(now - grace)),
     }
 }
 
