@@ -111,6 +111,36 @@ struct Running {
     deadline: JoinHandle<()>,
 }
 
+impl Running {
+    /// Kills the attempt's actor once; `ending` says how its end is recorded.
+    fn stop(&mut self, ending: Ending, worker: &str, why: &str) {
+        if self.ending.is_some() {
+            return;
+        }
+        let level_warn = matches!(ending, Ending::LeaseLost | Ending::Timeout);
+        macro_rules! log {
+            ($level:ident) => {
+                tracing::$level!(
+                    execution_id = self.execution.id,
+                    job_id = self.execution.job_id,
+                    handler = %self.execution.handler_name,
+                    attempt = self.execution.retry_count + 1,
+                    worker,
+                    reason = why,
+                    "stopping the attempt"
+                )
+            };
+        }
+        if level_warn {
+            log!(warn);
+        } else {
+            log!(info);
+        }
+        self.ending = Some(ending);
+        self.actor.kill();
+    }
+}
+
 /// What to write for an ended attempt.
 #[derive(Debug)]
 enum Outcome {
@@ -238,10 +268,11 @@ impl Actor for WorkerPool {
             PoolMsg::LeasesChecked(results) => leases_checked(state, results),
             PoolMsg::Deadline(id) => {
                 if let Some(run) = state.running.get_mut(&id) {
-                    if run.ending.is_none() {
-                        run.ending = Some(Ending::Timeout);
-                        run.actor.kill();
-                    }
+                    run.stop(
+                        Ending::Timeout,
+                        &state.shared.worker_id,
+                        "timeout_seconds reached",
+                    );
                 }
             }
             PoolMsg::Recorded(id) => {
@@ -273,19 +304,11 @@ impl Actor for WorkerPool {
                 }
             }
             PoolMsg::DrainTimeout => {
-                let mut released = 0;
                 for run in state.running.values_mut() {
-                    if run.ending.is_none() {
-                        run.ending = Some(Ending::Released);
-                        run.actor.kill();
-                        released += 1;
-                    }
-                }
-                if released > 0 {
-                    tracing::warn!(
-                        worker = %state.shared.worker_id,
-                        released,
-                        "shutdown timeout: stopping running attempts and returning them to PENDING"
+                    run.stop(
+                        Ending::Released,
+                        &state.shared.worker_id,
+                        "shutdown timeout: returning it to PENDING for another worker",
                     );
                 }
             }
@@ -545,18 +568,13 @@ fn heartbeat(myself: &ActorRef<PoolMsg>, state: &mut PoolState) {
     // An attempt whose lease could not be renewed for a whole lease period may belong to
     // another worker by now: stop it rather than run it twice.
     let lease = state.config.lease;
-    for (id, run) in state.running.iter_mut() {
-        if run.ending.is_none() && run.last_renewed.elapsed() >= lease {
-            tracing::warn!(
-                execution_id = *id,
-                job_id = run.execution.job_id,
-                handler = %run.execution.handler_name,
-                attempt = run.execution.retry_count + 1,
-                worker = %state.shared.worker_id,
-                "lease not renewed for a whole lease period; stopping the attempt"
+    for run in state.running.values_mut() {
+        if run.last_renewed.elapsed() >= lease {
+            run.stop(
+                Ending::LeaseLost,
+                &state.shared.worker_id,
+                "lease not renewed for a whole lease period",
             );
-            run.ending = Some(Ending::LeaseLost);
-            run.actor.kill();
         }
     }
     if state.heartbeat_in_flight {
@@ -603,22 +621,18 @@ fn leases_checked(state: &mut PoolState, results: Vec<(i64, String, Result<Lease
             }) => {
                 run.last_renewed = Instant::now();
                 if cancel_requested {
-                    tracing::info!(
-                        execution_id = id,
-                        job_id = run.execution.job_id,
-                        handler = %run.execution.handler_name,
-                        attempt = run.execution.retry_count + 1,
-                        worker = %state.shared.worker_id,
-                        "cancel requested; stopping the attempt"
+                    run.stop(
+                        Ending::Cancelled,
+                        &state.shared.worker_id,
+                        "an operator asked to cancel it",
                     );
-                    run.ending = Some(Ending::Cancelled);
-                    run.actor.kill();
                 }
             }
-            Ok(Lease::Lost) => {
-                run.ending = Some(Ending::LeaseLost);
-                run.actor.kill();
-            }
+            Ok(Lease::Lost) => run.stop(
+                Ending::LeaseLost,
+                &state.shared.worker_id,
+                "its lease is gone (rescued, cancelled or taken by another worker)",
+            ),
             Err(e) => tracing::warn!(
                 execution_id = id,
                 worker = %state.shared.worker_id,
