@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::{send_later, Shared};
 use crate::config::WorkerSettings;
+use crate::entities::job_execution::Status;
 use crate::store::StoreResult;
 
 /// The rescuer's settings.
@@ -118,7 +119,12 @@ async fn rescue(state: &mut RescuerState) -> StoreResult<()> {
                 execution_id = row.id,
                 job_id = row.job_id,
                 handler = %row.handler_name,
-                attempt = row.retry_count,
+                // Back to PENDING counted the attempt; a final row kept its count.
+                attempt = if row.status == Status::Pending.as_str() {
+                    row.retry_count
+                } else {
+                    row.retry_count + 1
+                },
                 worker = row.worker_id.as_deref().unwrap_or(""),
                 status = %row.status,
                 rescued_by = %state.shared.worker_id,

@@ -58,7 +58,7 @@ struct IdRow {
 impl Store {
     /// Inserts the execution unless one exists for the same (job_id, scheduled_time).
     pub async fn create_if_absent(&self, new: &NewExecution) -> StoreResult<Created> {
-        Ok(retry_transient(|| self.try_create(new, false)).await?)
+        Ok(retry_transient(|| insert(&self.db, self.dialect, new, false)).await?)
     }
 
     /// Like [`Store::create_if_absent`] for a cron with `allow_overlap = false`: nothing is
@@ -77,7 +77,7 @@ impl Store {
         };
         let run = || async {
             match self.dialect {
-                Dialect::Sqlite => self.try_create(new, true).await,
+                Dialect::Sqlite => insert(&self.db, self.dialect, new, true).await,
                 Dialect::Postgres | Dialect::MySql => {
                     let txn = self.db.begin().await?;
                     let mut lock = Sql::new(self.dialect);
@@ -92,10 +92,6 @@ impl Store {
             }
         };
         Ok(retry_transient(run).await?)
-    }
-
-    async fn try_create(&self, new: &NewExecution, exclusive: bool) -> Result<Created, DbErr> {
-        insert(&self.db, self.dialect, new, exclusive).await
     }
 }
 

@@ -2,7 +2,7 @@
 //! `JOBU__` environment variables (as a user would), with fast leases and polls so crash
 //! recovery takes seconds. Each process logs to a file that a failing test prints.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -191,9 +191,4 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Whether a path exists (for pid files written by shell commands).
-pub fn exists(path: &Path) -> bool {
-    path.exists()
 }
