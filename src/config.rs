@@ -260,11 +260,21 @@ impl Default for ShellSettings {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSettings {
+    /// Whether `jobu run` serves the admin HTTP API and console (`jobu admin` always does).
+    pub enabled: bool,
     pub host: String,
     pub port: u16,
+    /// When set, `/api`, the console and `/docs` require `Authorization: Bearer <token>`.
+    pub auth_token: Option<String>,
+    /// `/metrics` requires the token too.
+    pub metrics_auth: bool,
+    /// Serve a non-loopback address without a token (refused otherwise).
+    pub allow_insecure: bool,
+    /// How often running processes record their heartbeat in `workers`.
+    pub presence_interval_seconds: u64,
     pub cors: CorsSettings,
 }
 
@@ -272,15 +282,51 @@ impl AdminSettings {
     /// Loopback by default: the admin API is for the operator's network only.
     pub const DEFAULT_HOST: &'static str = "127.0.0.1";
     pub const DEFAULT_PORT: u16 = 8080;
+    pub const DEFAULT_PRESENCE_INTERVAL_SECONDS: u64 = 10;
+
+    /// The token, when authentication is on (an empty value counts as unset).
+    pub fn token(&self) -> Option<&str> {
+        self.auth_token.as_deref().filter(|t| !t.is_empty())
+    }
+
+    /// Whether `host` is a loopback address, which may be served without a token.
+    pub fn is_loopback(&self) -> bool {
+        self.host == "localhost"
+            || self
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
 }
 
 impl Default for AdminSettings {
     fn default() -> Self {
         AdminSettings {
+            enabled: true,
             host: Self::DEFAULT_HOST.to_string(),
             port: Self::DEFAULT_PORT,
+            auth_token: None,
+            metrics_auth: false,
+            allow_insecure: false,
+            presence_interval_seconds: Self::DEFAULT_PRESENCE_INTERVAL_SECONDS,
             cors: CorsSettings::default(),
         }
+    }
+}
+
+// Written by hand so the token never reaches a log line.
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("enabled", &self.enabled)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("auth_token", &self.auth_token.as_ref().map(|_| "***"))
+            .field("metrics_auth", &self.metrics_auth)
+            .field("allow_insecure", &self.allow_insecure)
+            .field("presence_interval_seconds", &self.presence_interval_seconds)
+            .field("cors", &self.cors)
+            .finish()
     }
 }
 
@@ -495,6 +541,28 @@ impl Settings {
                 "admin.port",
                 "must be between 1 and 65535",
             ));
+        }
+        if let Some(token) = &self.admin.auth_token {
+            if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(ConfigError::key(
+                    "admin.auth_token",
+                    "must not contain spaces or control characters",
+                ));
+            }
+        }
+        if self.admin.presence_interval_seconds == 0 {
+            return Err(ConfigError::key(
+                "admin.presence_interval_seconds",
+                "must be at least 1",
+            ));
+        }
+        for (i, origin) in self.admin.cors.allow_origins.iter().enumerate() {
+            if origin != "*" && url::Url::parse(origin).is_err() {
+                return Err(ConfigError::key(
+                    format!("admin.cors.allow_origins[{i}]"),
+                    format!("`{origin}` is not an origin such as https://ops.example.com"),
+                ));
+            }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
             return Err(ConfigError::key(

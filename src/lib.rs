@@ -7,11 +7,15 @@
 //! - [`handlers`]: the Handler trait, the registry and the built-in handlers
 //! - [`config`]: layered settings (YAML files, `JOBU__SECTION__KEY` environment overrides)
 //! - [`telemetry`]: tracing setup (text or JSON)
+//! - [`metrics`]: Prometheus metrics of executions and actors
+//! - [`http`]: the admin API, console, health and metrics endpoints
 
 pub mod actors;
 pub mod config;
 pub mod entities;
 pub mod handlers;
+pub mod http;
+pub mod metrics;
 pub mod schedule;
 pub mod store;
 pub mod telemetry;

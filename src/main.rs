@@ -42,6 +42,8 @@ enum Command {
     Dispatcher,
     /// Run only a worker pool (and the rescuer): claims and runs executions
     Worker,
+    /// Serve only the admin HTTP API, web console, /health, /ready and /metrics
+    Admin,
     /// Apply the schema migrations to the configured default database (idempotent)
     Migrate,
     /// Cron expression tools
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         Command::Run => daemon(cli.config, Roles::ALL),
         Command::Dispatcher => daemon(cli.config, Roles::DISPATCHER),
         Command::Worker => daemon(cli.config, Roles::WORKER),
+        Command::Admin => daemon(cli.config, Roles::ADMIN),
         Command::Cron {
             command:
                 CronCommand::Next {
@@ -96,10 +99,14 @@ fn main() -> ExitCode {
 }
 
 fn daemon(config: Option<PathBuf>, roles: Roles) -> ExitCode {
-    let settings = match load_settings(config) {
+    let mut settings = match load_settings(config) {
         Ok(s) => s,
         Err(code) => return code,
     };
+    if roles == Roles::ADMIN {
+        // `admin.enabled` is for `jobu run`; the admin role always serves.
+        settings.admin.enabled = true;
+    }
     runtime().block_on(async move {
         let running = match Runtime::new(settings).roles(roles).start().await {
             Ok(running) => running,

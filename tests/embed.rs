@@ -38,6 +38,8 @@ fn fast_settings() -> Settings {
     s.dispatcher.poll_interval_seconds = 0.5;
     s.worker.poll_interval_seconds = 0.2;
     s.worker.id = Some("embedded".into());
+    // Tests run in parallel; none of them needs the admin HTTP API.
+    s.admin.enabled = false;
     s
 }
 

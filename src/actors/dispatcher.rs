@@ -124,6 +124,7 @@ impl Actor for Dispatcher {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::metrics::message_handled("dispatcher");
         match msg {
             DispatcherMsg::Tick => {
                 let delay = match tick(state).await {

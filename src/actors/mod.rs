@@ -5,15 +5,19 @@
 //! ├── Dispatcher  dispatcher.rs  due fire times -> job_executions rows
 //! ├── WorkerPool  pool.rs        claims, heartbeats, records outcomes; supervises tasks
 //! │   └── Task    task.rs        runs one handler attempt, then stops
-//! └── Rescuer     rescuer.rs     expired leases back to PENDING (or final)
+//! ├── Rescuer     rescuer.rs     expired leases back to PENDING (or final)
+//! ├── Presence    presence.rs    this process's heartbeat row for GET /api/workers
+//! └── AdminServer admin.rs       the admin HTTP API, console and metrics (crate::http)
 //! ```
 //!
 //! Actors keep their state in a struct and talk through message enums; the database is the
 //! only state shared between processes, and nothing mutable is shared between actors.
 //! [`Runtime`] is the entry point for the binary and for Rust users with their own handlers.
 
+pub mod admin;
 pub mod dispatcher;
 pub mod pool;
+pub mod presence;
 pub mod rescuer;
 pub mod supervisor;
 pub mod task;
@@ -37,6 +41,8 @@ pub struct Roles {
     pub worker: bool,
     /// Returns expired leases; cheap and safe to run anywhere, so every role has it.
     pub rescuer: bool,
+    /// Serves the admin HTTP API and console when `admin.enabled` (always for `jobu admin`).
+    pub admin: bool,
 }
 
 impl Roles {
@@ -44,16 +50,25 @@ impl Roles {
         dispatcher: true,
         worker: true,
         rescuer: true,
+        admin: true,
     };
     pub const DISPATCHER: Roles = Roles {
         dispatcher: true,
         worker: false,
         rescuer: true,
+        admin: false,
     };
     pub const WORKER: Roles = Roles {
         dispatcher: false,
         worker: true,
         rescuer: true,
+        admin: false,
+    };
+    pub const ADMIN: Roles = Roles {
+        dispatcher: false,
+        worker: false,
+        rescuer: false,
+        admin: true,
     };
 }
 
@@ -77,6 +92,8 @@ pub enum RuntimeError {
     Invalid(String),
     #[error("cannot start the supervisor: {0}")]
     Spawn(String),
+    #[error("{0}")]
+    Listen(String),
 }
 
 /// What every actor of one process shares, read-only.
@@ -162,12 +179,23 @@ impl Runtime {
     }
 
     /// Like [`Runtime::start`] on an existing, migrated store.
-    pub async fn start_with_store(self, store: Store) -> Result<RunningRuntime, RuntimeError> {
+    pub async fn start_with_store(mut self, store: Store) -> Result<RunningRuntime, RuntimeError> {
         if self.roles.worker && self.registry.is_empty() {
             return Err(RuntimeError::Invalid(
                 "the worker role needs at least one handler".into(),
             ));
         }
+        self.roles.admin &= self.settings.admin.enabled;
+        // Bound before anything starts: a taken port or an unsafe exposure is a start error.
+        let listener = if self.roles.admin {
+            crate::http::check_exposure(&self.settings.admin).map_err(RuntimeError::Invalid)?;
+            Some(Arc::new(
+                crate::http::bind(&self.settings.admin).map_err(RuntimeError::Listen)?,
+            ))
+        } else {
+            None
+        };
+        let admin_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
         let worker_id = self
             .settings
             .worker
@@ -186,6 +214,7 @@ impl Runtime {
             roles: self.roles,
             config: self.supervisor,
             exit: exit_tx,
+            admin_listener: listener,
         };
         let (supervisor, join) = Actor::spawn(None, Supervisor, args)
             .await
@@ -196,6 +225,7 @@ impl Runtime {
             exit: exit_rx,
             store,
             owns_store: false,
+            admin_addr,
         })
     }
 }
@@ -208,9 +238,15 @@ pub struct RunningRuntime {
     store: Store,
     /// Opened by [`Runtime::start`], so closed when the runtime ends.
     owns_store: bool,
+    admin_addr: Option<std::net::SocketAddr>,
 }
 
 impl RunningRuntime {
+    /// Where the admin HTTP API listens, when this runtime serves it.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin_addr
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -282,19 +318,23 @@ impl RunningRuntime {
 
 /// `<hostname>-<pid>`: unique per process, and tells an operator where to look.
 pub fn default_worker_id() -> String {
+    let mut id = format!("{}-{}", hostname(), std::process::id());
+    id.truncate(128);
+    id
+}
+
+/// This machine's host name, or `unknown`.
+pub fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it
     // on success (and we stop at the first NUL or the end either way).
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let host = if rc == 0 {
+    if rc == 0 {
         let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
         String::from_utf8_lossy(&buf[..end]).into_owned()
     } else {
         "unknown".to_string()
-    };
-    let mut id = format!("{host}-{}", std::process::id());
-    id.truncate(128);
-    id
+    }
 }
 
 /// Exponential backoff: `base * 2^(attempt - 1)` capped at `max`, spread by ±`jitter`.

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use super::task::{TaskActor, TaskArgs, TaskState};
 use super::{backoff, send_later, Shared};
 use crate::config::WorkerSettings;
-use crate::entities::job_execution::Model as Execution;
+use crate::entities::job_execution::{Model as Execution, Status};
 use crate::handlers::{ExecutionContext, HandlerError};
 use crate::store::claim::ClaimRequest;
 use crate::store::transition::{FailOutcome, Failure, Lease};
@@ -257,6 +257,7 @@ impl Actor for WorkerPool {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::metrics::message_handled("worker_pool");
         match msg {
             PoolMsg::Poll => poll(&myself, state),
             PoolMsg::Claimed {
@@ -344,6 +345,7 @@ impl Actor for WorkerPool {
         let Some(run) = state.running.remove(&id) else {
             return Ok(());
         };
+        crate::metrics::task_actors_running(state.running.len());
         run.deadline.abort();
         let timeout = run.execution.timeout_seconds;
         let outcome = match (run.ending, outcome) {
@@ -357,6 +359,16 @@ impl Actor for WorkerPool {
             (None, Some(other)) => Some(other),
             (None, None) => Some(Outcome::Failed("the attempt stopped unexpectedly".into())),
         };
+        let elapsed = run.started.elapsed();
+        let label = match &outcome {
+            None => "lost",
+            Some(Outcome::Success(_)) => "success",
+            Some(Outcome::Failed(_)) => "failed",
+            Some(Outcome::Timeout(_)) => "timeout",
+            Some(Outcome::Cancelled) => "cancelled",
+            Some(Outcome::Release) => "released",
+        };
+        crate::metrics::attempt_finished(&run.execution.handler_name, label, elapsed);
         match outcome {
             None => {
                 tracing::warn!(
@@ -375,7 +387,6 @@ impl Actor for WorkerPool {
             }
             Some(outcome) => {
                 state.recording.insert(id);
-                let elapsed = run.started.elapsed();
                 spawn_record(&myself, state, run.execution, run.token, outcome, elapsed);
             }
         }
@@ -549,6 +560,11 @@ async fn start_attempt(myself: &ActorRef<PoolMsg>, state: &mut PoolState, row: E
                     deadline: send_later(myself, timeout, PoolMsg::Deadline(id)),
                 },
             );
+            crate::metrics::schedule_lag(
+                &state.running[&id].execution.handler_name,
+                lag_ms as f64 / 1000.0,
+            );
+            crate::metrics::task_actors_running(state.running.len());
         }
         Err(e) => {
             state.recording.insert(id);
@@ -708,6 +724,7 @@ async fn record(
                 let ok = store.succeed(id, token, result).await;
                 if let Ok(true) = ok {
                     log!(info, status = "SUCCESS", "attempt succeeded");
+                    crate::metrics::execution_finished(&execution.handler_name, Status::Success);
                 }
                 ok
             }
@@ -717,6 +734,7 @@ async fn record(
                     .await;
                 if let Ok(true) = ok {
                     log!(info, status = "CANCELLED", "attempt cancelled");
+                    crate::metrics::execution_finished(&execution.handler_name, Status::Cancelled);
                 }
                 ok
             }
@@ -772,6 +790,7 @@ async fn record(
                             retry_count,
                             "attempt failed; no retries left"
                         );
+                        crate::metrics::execution_finished(&execution.handler_name, status);
                         Ok(true)
                     }
                     Ok(None) => Ok(false),

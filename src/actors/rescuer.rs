@@ -92,6 +92,7 @@ impl Actor for Rescuer {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::metrics::message_handled("rescuer");
         match msg {
             RescuerMsg::Tick => {
                 if let Err(e) = rescue(state).await {

@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::watch;
 
+use super::admin::{AdminArgs, AdminServer};
 use super::dispatcher::{Dispatcher, DispatcherConfig};
 use super::pool::{PoolConfig, PoolMsg, WorkerPool};
+use super::presence::Presence;
 use super::rescuer::{Rescuer, RescuerConfig};
 use super::{backoff, send_later, Exit, Roles, Shared};
 
@@ -53,6 +55,8 @@ pub enum ChildKind {
     Dispatcher,
     WorkerPool,
     Rescuer,
+    Presence,
+    Admin,
 }
 
 impl ChildKind {
@@ -61,6 +65,8 @@ impl ChildKind {
             ChildKind::Dispatcher => "dispatcher",
             ChildKind::WorkerPool => "worker_pool",
             ChildKind::Rescuer => "rescuer",
+            ChildKind::Presence => "presence",
+            ChildKind::Admin => "admin",
         }
     }
 }
@@ -77,6 +83,8 @@ pub struct SupervisorArgs {
     pub roles: Roles,
     pub config: SupervisorConfig,
     pub exit: watch::Sender<Option<Exit>>,
+    /// Bound by the runtime when the process serves the admin API.
+    pub admin_listener: Option<Arc<std::net::TcpListener>>,
 }
 
 pub struct Supervisor;
@@ -90,6 +98,8 @@ pub struct SupervisorState {
     shutting_down: bool,
     exit: watch::Sender<Option<Exit>>,
     outcome: Option<Exit>,
+    roles: Roles,
+    admin_listener: Option<Arc<std::net::TcpListener>>,
 }
 
 impl Actor for Supervisor {
@@ -111,13 +121,17 @@ impl Actor for Supervisor {
             shutting_down: false,
             exit: args.exit,
             outcome: None,
+            roles: args.roles,
+            admin_listener: args.admin_listener,
         };
         let roles = args.roles;
+        crate::metrics::live_actors("supervisor", 1);
         tracing::info!(
             worker = %state.shared.worker_id,
             dispatcher = roles.dispatcher,
             worker_pool = roles.worker,
             rescuer = roles.rescuer,
+            admin = state.admin_listener.is_some(),
             handlers = ?state.shared.registry.names(),
             "starting"
         );
@@ -125,6 +139,8 @@ impl Actor for Supervisor {
             (roles.dispatcher, ChildKind::Dispatcher),
             (roles.worker, ChildKind::WorkerPool),
             (roles.rescuer, ChildKind::Rescuer),
+            (roles.dispatcher || roles.worker, ChildKind::Presence),
+            (state.admin_listener.is_some(), ChildKind::Admin),
         ];
         for (wanted, kind) in kinds {
             if wanted {
@@ -154,6 +170,7 @@ impl Actor for Supervisor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::metrics::live_actors("supervisor", 0);
         let outcome = state.outcome.take().unwrap_or(Exit::Clean);
         match &outcome {
             Exit::Clean => tracing::info!("stopped"),
@@ -171,6 +188,7 @@ impl Actor for Supervisor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::metrics::message_handled("supervisor");
         match msg {
             SupervisorMsg::Shutdown => begin_shutdown(&myself, state),
             SupervisorMsg::Restart(kind) => {
@@ -178,6 +196,7 @@ impl Actor for Supervisor {
                     return Ok(());
                 }
                 tracing::info!(child = kind.name(), "restarting");
+                crate::metrics::actor_restarted(kind.name());
                 if let Err(e) = spawn_child(kind, &myself, state).await {
                     crashed(&myself, state, kind, format!("restart failed: {e}"));
                 }
@@ -203,6 +222,7 @@ impl Actor for Supervisor {
         let Some((kind, _)) = state.children.remove(&id) else {
             return Ok(());
         };
+        count_children(state, kind);
         if kind == ChildKind::WorkerPool {
             state.pool = None;
         }
@@ -244,6 +264,7 @@ fn crashed(
             reason = %reason,
             "child crashed too often; escalating: the process exits non-zero"
         );
+        crate::metrics::supervisor_escalated(kind.name());
         state.outcome = Some(Exit::Escalated {
             child: kind.name().to_string(),
             reason: format!(
@@ -319,7 +340,31 @@ async fn spawn_child(
                 .0
                 .get_cell()
         }
+        ChildKind::Presence => {
+            Actor::spawn_linked(None, Presence, (shared, state.roles), supervisor)
+                .await?
+                .0
+                .get_cell()
+        }
+        ChildKind::Admin => {
+            let Some(listener) = state.admin_listener.clone() else {
+                return Ok(());
+            };
+            let args = AdminArgs { shared, listener };
+            Actor::spawn_linked(None, AdminServer, args, supervisor)
+                .await?
+                .0
+                .get_cell()
+        }
     };
     state.children.insert(cell.get_id(), (kind, cell));
+    count_children(state, kind);
     Ok(())
+}
+
+/// Live actors of one kind, from the supervisor's own books: a child that crashed never runs
+/// its `post_stop`, so the children cannot count themselves.
+fn count_children(state: &SupervisorState, kind: ChildKind) {
+    let n = state.children.values().filter(|(k, _)| *k == kind).count();
+    crate::metrics::live_actors(kind.name(), n);
 }

@@ -61,7 +61,7 @@ impl ActiveModelBehavior for ActiveModel {}
 
 /// The states of an execution: `PENDING -> RUNNING -> SUCCESS | FAILED | TIMEOUT`, and
 /// `CANCELLED` from PENDING or RUNNING.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
     Pending,

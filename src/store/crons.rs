@@ -4,18 +4,49 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
-use super::dialect::Sql;
+use super::dialect::{is_unique_violation, Sql};
 use super::{Store, StoreError, StoreResult};
 use crate::entities::cron_job::{self, MisfirePolicy};
 use crate::entities::job_execution::{ParamSource, Status};
+use crate::schedule::Schedule;
 
 /// The error message of executions cancelled by [`Store::cancel_unscheduled`].
 pub const UNSCHEDULED_MESSAGE: &str =
     "cancelled before its fire time: the cron was disabled or deleted";
-use crate::schedule::Schedule;
+
+/// Changes to a cron; `None` leaves a field as it is. `description` and `handler_params`
+/// take `Some(None)` to clear them.
+#[derive(Debug, Clone, Default)]
+pub struct CronChanges {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    pub cron_expression: Option<String>,
+    pub timezone: Option<String>,
+    pub handler_name: Option<String>,
+    pub handler_params: Option<Option<serde_json::Value>>,
+    pub is_enabled: Option<bool>,
+    pub allow_overlap: Option<bool>,
+    pub max_retry: Option<i32>,
+    pub timeout_seconds: Option<i32>,
+    pub misfire_policy: Option<MisfirePolicy>,
+}
+
+/// A cron name is taken: the message operators see.
+fn duplicate_name(name: &str) -> StoreError {
+    StoreError::Conflict(format!("a cron named {name:?} already exists"))
+}
+
+fn name_conflict(err: DbErr, name: &str) -> StoreError {
+    if is_unique_violation(&err) {
+        duplicate_name(name)
+    } else {
+        StoreError::Db(err)
+    }
+}
 
 /// A cron to insert; the expression and zone are validated before anything is written.
 #[derive(Debug, Clone)]
@@ -74,7 +105,104 @@ impl Store {
             // created_at/updated_at come from the column defaults: the database clock.
             ..Default::default()
         };
-        Ok(model.insert(&self.db).await?)
+        model
+            .insert(&self.db)
+            .await
+            .map_err(|e| name_conflict(e, &new.name))
+    }
+
+    /// Applies `changes` to a cron; `None` when there is no such cron. A new expression or
+    /// zone, or enabling a disabled cron, resets the dispatcher's marker, so the cron fires
+    /// from its next fire time on instead of catching up on the time it was off or different.
+    pub async fn update_cron(
+        &self,
+        id: i64,
+        changes: &CronChanges,
+    ) -> StoreResult<Option<cron_job::Model>> {
+        let Some(current) = self.cron(id).await? else {
+            return Ok(None);
+        };
+        let expression = changes
+            .cron_expression
+            .as_deref()
+            .unwrap_or(&current.cron_expression);
+        let timezone = changes.timezone.as_deref().unwrap_or(&current.timezone);
+        Schedule::parse(expression, timezone).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let reschedule = expression != current.cron_expression
+            || timezone != current.timezone
+            || (changes.is_enabled == Some(true) && !current.is_enabled);
+
+        let mut model: cron_job::ActiveModel = current.clone().into();
+        macro_rules! apply {
+            ($($field:ident),*) => {$(
+                if let Some(v) = &changes.$field {
+                    model.$field = Set(v.clone());
+                }
+            )*};
+        }
+        apply!(
+            name,
+            description,
+            cron_expression,
+            timezone,
+            handler_name,
+            handler_params,
+            is_enabled,
+            allow_overlap,
+            max_retry,
+            timeout_seconds
+        );
+        if let Some(policy) = changes.misfire_policy {
+            model.misfire_policy = Set(policy.as_str().to_string());
+        }
+        if reschedule {
+            model.next_fire_time = Set(None);
+        }
+        model.updated_at = Set(self.now().await?);
+        let name = changes.name.as_deref().unwrap_or(&current.name);
+        let updated = model
+            .update(&self.db)
+            .await
+            .map_err(|e| name_conflict(e, name))?;
+        if !updated.is_enabled {
+            self.cancel_unscheduled().await?;
+        }
+        Ok(Some(updated))
+    }
+
+    /// Deletes a cron; its executions stay, with `job_id` NULL, and those created ahead of
+    /// their fire time are cancelled. `false` when there was no such cron.
+    pub async fn delete_cron(&self, id: i64) -> StoreResult<bool> {
+        let deleted = cron_job::Entity::delete_by_id(id)
+            .exec(&self.db)
+            .await?
+            .rows_affected
+            == 1;
+        if deleted {
+            self.cancel_unscheduled().await?;
+        }
+        Ok(deleted)
+    }
+
+    /// One page of crons by id, and how many match in all.
+    pub async fn list_crons(
+        &self,
+        is_enabled: Option<bool>,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(Vec<cron_job::Model>, u64)> {
+        let mut query = cron_job::Entity::find();
+        if let Some(enabled) = is_enabled {
+            query = query.filter(cron_job::Column::IsEnabled.eq(enabled));
+        }
+        let total = query.clone().count(&self.db).await?;
+        let items = query
+            .order_by_asc(cron_job::Column::Id)
+            .offset(offset)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        Ok((items, total))
     }
 
     /// Enabled crons, by id.

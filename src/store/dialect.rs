@@ -48,6 +48,18 @@ impl Dialect {
         }
     }
 
+    /// `value` as this dialect must receive it. sqlx sends DateTime<Utc> to MySQL as
+    /// TIMESTAMP, which ends in 2038 (MariaDB turns a later value into NULL); a naive UTC
+    /// value binds as DATETIME.
+    pub fn value(self, value: Value) -> Value {
+        match (self, value) {
+            (Dialect::MySql, Value::ChronoDateTimeUtc(t)) => {
+                Value::ChronoDateTime(t.map(|t| Box::new(t.naive_utc())))
+            }
+            (_, v) => v,
+        }
+    }
+
     /// Row locks that skip rows other transactions hold (SQLite serialises writers instead).
     pub fn skip_locked(self) -> &'static str {
         match self {
@@ -82,14 +94,7 @@ impl Sql {
 
     /// Appends a placeholder bound to `value`.
     pub fn bind(&mut self, value: impl Into<Value>) -> &mut Self {
-        let value = match (self.dialect, value.into()) {
-            // sqlx sends DateTime<Utc> to MySQL as TIMESTAMP, which ends in 2038 (MariaDB
-            // turns a later value into NULL); a naive UTC value binds as DATETIME.
-            (Dialect::MySql, Value::ChronoDateTimeUtc(t)) => {
-                Value::ChronoDateTime(t.map(|t| Box::new(t.naive_utc())))
-            }
-            (_, v) => v,
-        };
+        let value = self.dialect.value(value.into());
         self.values.push(value);
         match self.dialect {
             Dialect::Postgres => {

@@ -6,6 +6,9 @@
 //! - [`transition`]: fenced transitions of a claimed attempt and lease renewal
 //! - [`rescue`]: expired leases back to PENDING, or final when retries are exhausted
 //! - [`crons`]: cron rows and the dispatcher's per-cron marker
+//! - [`operator`]: what an operator does to executions: run now, retry, cancel, delete
+//! - [`queries`]: read-only views for the admin API: execution lists and statistics
+//! - [`workers`]: the presence rows of live processes
 //!
 //! Every instant the protocols compare (eligibility, leases) comes from the database clock.
 
@@ -13,8 +16,11 @@ pub mod claim;
 pub mod create;
 pub mod crons;
 pub mod dialect;
+pub mod operator;
+pub mod queries;
 pub mod rescue;
 pub mod transition;
+pub mod workers;
 
 use std::future::Future;
 use std::time::Duration;
@@ -43,6 +49,9 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// The write would break a uniqueness rule (a cron name) or a state rule.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

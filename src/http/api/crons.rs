@@ -1,0 +1,332 @@
+//! `/api/crons`: list, create, read, update, delete, enable/disable, run now, next fire
+//! times. Every write is validated in full before anything is stored.
+
+use std::sync::Arc;
+
+use chrono::{SecondsFormat, Utc};
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApi};
+
+use super::models::{
+    pages, Cron, CronCreate, CronPage, CronUpdate, Execution, FireTime, NextFireTimes,
+    DEFAULT_PAGE_SIZE,
+};
+use super::{validate, AdminState, ApiTag};
+use crate::entities::cron_job::MisfirePolicy;
+use crate::http::error::ApiError;
+use crate::store::crons::{CronChanges, NewCron};
+use crate::store::queries::ExecutionView;
+
+/// Defaults of a new cron (the original system's).
+const DEFAULT_MAX_RETRY: i32 = 3;
+const DEFAULT_TIMEOUT_SECONDS: i32 = 300;
+const DEFAULT_TIMEZONE: &str = "UTC";
+/// Fire times `GET /api/crons/{id}/next` returns when no count is given.
+const DEFAULT_NEXT_COUNT: u32 = 5;
+
+#[derive(ApiResponse)]
+pub enum CronCreated {
+    /// The cron was created.
+    #[oai(status = 201)]
+    Created(Json<Cron>),
+}
+
+#[derive(ApiResponse)]
+pub enum ExecutionCreated {
+    /// The execution was created; it runs as soon as a worker is free.
+    #[oai(status = 201)]
+    Created(Json<Execution>),
+}
+
+#[derive(ApiResponse)]
+pub enum Deleted {
+    /// Deleted.
+    #[oai(status = 204)]
+    NoContent,
+}
+
+pub struct CronsApi {
+    pub state: Arc<AdminState>,
+}
+
+#[OpenApi(prefix_path = "/api", tag = "ApiTag::Crons")]
+impl CronsApi {
+    /// List crons by id, a page at a time.
+    #[oai(path = "/crons", method = "get", operation_id = "list_crons")]
+    async fn list(
+        &self,
+        /// Page number, from 1.
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000000000")))]
+        page: Query<Option<u64>>,
+        /// Items per page, 1 to 100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+        size: Query<Option<u64>>,
+        /// Only enabled (true) or disabled (false) crons.
+        is_enabled: Query<Option<bool>>,
+    ) -> Result<Json<CronPage>, ApiError> {
+        let page = page.0.unwrap_or(1);
+        let size = size.0.unwrap_or(DEFAULT_PAGE_SIZE);
+        let (items, total) = self
+            .state
+            .store
+            .list_crons(is_enabled.0, (page - 1) * size, size)
+            .await?;
+        Ok(Json(CronPage {
+            items: items.into_iter().map(Cron::from).collect(),
+            total,
+            page,
+            size,
+            pages: pages(total, size),
+        }))
+    }
+
+    /// Create a cron.
+    #[oai(path = "/crons", method = "post", operation_id = "create_cron")]
+    async fn create(&self, body: Json<CronCreate>) -> Result<CronCreated, ApiError> {
+        let b = body.0;
+        let timezone = b
+            .timezone
+            .filter(|t| !t.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_TIMEZONE.to_string());
+        validate::text("name", &b.name, false)?;
+        if let Some(d) = &b.description {
+            validate::text("description", d, true)?;
+        }
+        validate::schedule(
+            &b.cron_expression,
+            &timezone,
+            self.state.min_cron_interval_seconds,
+        )?;
+        let params = b.handler_params.filter(|v| !v.is_null());
+        validate::handler(
+            &self.state.registry,
+            &b.handler_name,
+            "handler_params",
+            params.as_ref(),
+        )?;
+        let new = NewCron {
+            name: b.name,
+            description: b.description,
+            cron_expression: b.cron_expression,
+            timezone,
+            handler_name: b.handler_name,
+            handler_params: params,
+            is_enabled: b.is_enabled.unwrap_or(true),
+            allow_overlap: b.allow_overlap.unwrap_or(true),
+            max_retry: b.max_retry.unwrap_or(DEFAULT_MAX_RETRY),
+            timeout_seconds: b.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS),
+            misfire_policy: b
+                .misfire_policy
+                .map(MisfirePolicy::from)
+                .unwrap_or_default(),
+        };
+        let created = self
+            .state
+            .store
+            .insert_cron(&new)
+            .await
+            .map_err(duplicate)?;
+        tracing::info!(job_id = created.id, name = %created.name, handler = %created.handler_name, "admin: cron created");
+        Ok(CronCreated::Created(Json(created.into())))
+    }
+
+    /// Read a cron.
+    #[oai(path = "/crons/:id", method = "get", operation_id = "get_cron")]
+    async fn get(&self, id: Path<i64>) -> Result<Json<Cron>, ApiError> {
+        Ok(Json(self.find(id.0).await?.into()))
+    }
+
+    /// Change a cron; absent fields keep their value.
+    #[oai(path = "/crons/:id", method = "put", operation_id = "update_cron")]
+    async fn update(&self, id: Path<i64>, body: Json<CronUpdate>) -> Result<Json<Cron>, ApiError> {
+        let current = self.find(id.0).await?;
+        let b = body.0;
+        if let Some(name) = &b.name {
+            validate::text("name", name, false)?;
+        }
+        let description = change(&b.description);
+        if let Some(Some(d)) = &description {
+            validate::text("description", d, true)?;
+        }
+        let timezone = b.timezone.map(|t| {
+            if t.trim().is_empty() {
+                DEFAULT_TIMEZONE.to_string()
+            } else {
+                t
+            }
+        });
+        validate::schedule(
+            b.cron_expression
+                .as_deref()
+                .unwrap_or(&current.cron_expression),
+            timezone.as_deref().unwrap_or(&current.timezone),
+            self.state.min_cron_interval_seconds,
+        )?;
+        let params_change = change(&b.handler_params).map(|p| p.filter(|v| !v.is_null()));
+        let params = match &params_change {
+            None => current.handler_params.clone(),
+            Some(p) => p.clone(),
+        };
+        validate::handler(
+            &self.state.registry,
+            b.handler_name.as_deref().unwrap_or(&current.handler_name),
+            "handler_params",
+            params.as_ref(),
+        )?;
+        let changes = CronChanges {
+            name: b.name,
+            description,
+            cron_expression: b.cron_expression,
+            timezone,
+            handler_name: b.handler_name,
+            handler_params: params_change,
+            is_enabled: b.is_enabled,
+            allow_overlap: b.allow_overlap,
+            max_retry: b.max_retry,
+            timeout_seconds: b.timeout_seconds,
+            misfire_policy: b.misfire_policy.map(MisfirePolicy::from),
+        };
+        let updated = self
+            .state
+            .store
+            .update_cron(id.0, &changes)
+            .await
+            .map_err(duplicate)?
+            .ok_or_else(|| ApiError::not_found("cron", id.0))?;
+        tracing::info!(job_id = updated.id, name = %updated.name, "admin: cron updated");
+        Ok(Json(updated.into()))
+    }
+
+    /// Delete a cron. Its executions are kept (without a cron); those created ahead of
+    /// their fire time are cancelled.
+    #[oai(path = "/crons/:id", method = "delete", operation_id = "delete_cron")]
+    async fn delete(&self, id: Path<i64>) -> Result<Deleted, ApiError> {
+        if !self.state.store.delete_cron(id.0).await? {
+            return Err(ApiError::not_found("cron", id.0));
+        }
+        tracing::info!(job_id = id.0, "admin: cron deleted");
+        Ok(Deleted::NoContent)
+    }
+
+    /// Enable a disabled cron or disable an enabled one. A cron enabled again fires from
+    /// its next fire time on; it does not catch up on the time it was off.
+    #[oai(
+        path = "/crons/:id/toggle",
+        method = "post",
+        operation_id = "toggle_cron"
+    )]
+    async fn toggle(&self, id: Path<i64>) -> Result<Json<Cron>, ApiError> {
+        let current = self.find(id.0).await?;
+        let changes = CronChanges {
+            is_enabled: Some(!current.is_enabled),
+            ..CronChanges::default()
+        };
+        let updated = self
+            .state
+            .store
+            .update_cron(id.0, &changes)
+            .await?
+            .ok_or_else(|| ApiError::not_found("cron", id.0))?;
+        tracing::info!(
+            job_id = updated.id,
+            is_enabled = updated.is_enabled,
+            "admin: cron toggled"
+        );
+        Ok(Json(updated.into()))
+    }
+
+    /// Run a cron now, outside its schedule (`param_source` `manual`).
+    #[oai(
+        path = "/crons/:id/trigger",
+        method = "post",
+        operation_id = "trigger_cron"
+    )]
+    async fn trigger(&self, id: Path<i64>) -> Result<ExecutionCreated, ApiError> {
+        let cron = self.find(id.0).await?;
+        if !self.state.registry.contains(&cron.handler_name) {
+            return Err(ApiError::conflict(
+                "unknown_handler",
+                format!(
+                    "cron {} uses handler {:?}, which this jobu does not have",
+                    cron.id, cron.handler_name
+                ),
+            ));
+        }
+        let execution = self
+            .state
+            .store
+            .trigger_cron(&cron)
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Conflict(m) => ApiError::conflict("overlap", m),
+                other => ApiError::store(other),
+            })?;
+        tracing::info!(execution_id = execution.id, job_id = cron.id, handler = %cron.handler_name, "admin: cron triggered");
+        let view = ExecutionView {
+            execution,
+            cron_name: Some(cron.name),
+        };
+        Ok(ExecutionCreated::Created(Json(view.into())))
+    }
+
+    /// The next fire times of a cron, in UTC and in its zone.
+    #[oai(
+        path = "/crons/:id/next",
+        method = "get",
+        operation_id = "next_fire_times"
+    )]
+    async fn next(
+        &self,
+        id: Path<i64>,
+        /// How many, 1 to 100 (default 5).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+        count: Query<Option<u32>>,
+    ) -> Result<Json<NextFireTimes>, ApiError> {
+        let cron = self.find(id.0).await?;
+        // A stored cron may predate a stricter minimum interval; show its times anyway.
+        let schedule = validate::schedule(&cron.cron_expression, &cron.timezone, 0)?;
+        let zone = schedule.timezone();
+        let times = schedule
+            .iter_after(Utc::now())
+            .take(count.0.unwrap_or(DEFAULT_NEXT_COUNT) as usize)
+            .map(|t| FireTime {
+                utc: t,
+                local: t
+                    .with_timezone(&zone)
+                    .to_rfc3339_opts(SecondsFormat::Secs, true),
+            })
+            .collect();
+        Ok(Json(NextFireTimes {
+            cron_id: cron.id,
+            cron_expression: cron.cron_expression,
+            timezone: cron.timezone,
+            times,
+        }))
+    }
+}
+
+impl CronsApi {
+    async fn find(&self, id: i64) -> Result<crate::entities::cron_job::Model, ApiError> {
+        self.state
+            .store
+            .cron(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("cron", id))
+    }
+}
+
+/// `None`: the field was absent; `Some(None)`: it was `null` (clear it).
+fn change<T: Clone>(field: &poem_openapi::types::MaybeUndefined<T>) -> Option<Option<T>> {
+    field.as_opt_ref().map(|v| v.cloned())
+}
+
+/// A taken name is a 409 naming the field.
+fn duplicate(e: crate::store::StoreError) -> ApiError {
+    match e {
+        crate::store::StoreError::Conflict(message) => {
+            ApiError::conflict("duplicate_name", message)
+        }
+        other => ApiError::store(other),
+    }
+}

@@ -1,0 +1,56 @@
+//! The OpenAPI operations of the admin API (poem-openapi): crons, executions ("jobs"),
+//! statistics, workers and the probes. The spec is generated from these types, so it
+//! cannot drift from what the handlers accept and return.
+
+pub mod crons;
+pub mod jobs;
+pub mod models;
+pub mod system;
+pub mod validate;
+
+use std::sync::Arc;
+
+use poem_openapi::{OpenApiService, Tags};
+
+use crate::handlers::Registry;
+use crate::store::Store;
+
+/// What the handlers of the admin API share, read-only.
+pub struct AdminState {
+    pub store: Store,
+    /// The handlers this binary has: new crons and runs must name one of them.
+    pub registry: Registry,
+    pub min_cron_interval_seconds: u64,
+    /// A process whose heartbeat is older than this is not listed as live.
+    pub presence_stale_seconds: f64,
+}
+
+#[derive(Tags)]
+pub enum ApiTag {
+    /// Schedules.
+    Crons,
+    /// Executions of crons and ad-hoc runs.
+    Jobs,
+    /// Statistics, workers and probes.
+    System,
+}
+
+pub type Apis = (crons::CronsApi, jobs::JobsApi, system::SystemApi);
+
+/// The OpenAPI service: the operations plus their spec.
+pub fn service(state: Arc<AdminState>) -> OpenApiService<Apis, ()> {
+    let apis = (
+        crons::CronsApi {
+            state: state.clone(),
+        },
+        jobs::JobsApi {
+            state: state.clone(),
+        },
+        system::SystemApi { state },
+    );
+    OpenApiService::new(apis, "jobu admin API", env!("CARGO_PKG_VERSION")).description(
+        "Manage cron schedules and their executions. Every 4xx answer has the body \
+         `{status, error, message, field?}`. When the server has an auth token, send \
+         `Authorization: Bearer <token>`.",
+    )
+}

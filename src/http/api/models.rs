@@ -1,0 +1,441 @@
+//! The JSON shapes of the admin API. Optional response fields are left out when empty (the
+//! spec is OpenAPI 3.0, where `null` is not a string); JSON documents (params, results) are
+//! free-form. Request ranges live in the schema, so a generated client knows them too.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{Enum, Object};
+use serde_json::Value;
+
+use crate::entities::cron_job::{self, MisfirePolicy};
+use crate::entities::job_execution::{ParamSource, Status};
+use crate::store::queries::ExecutionView;
+use crate::store::workers::LiveWorker;
+
+/// Largest page size of a list.
+pub const MAX_PAGE_SIZE: u64 = 100;
+/// Page size when none is asked for.
+pub const DEFAULT_PAGE_SIZE: u64 = 20;
+
+/// What happens to fire times missed while no dispatcher ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum MisfirePolicyDto {
+    Skip,
+    Latest,
+    All,
+}
+
+impl From<MisfirePolicyDto> for MisfirePolicy {
+    fn from(p: MisfirePolicyDto) -> Self {
+        match p {
+            MisfirePolicyDto::Skip => MisfirePolicy::Skip,
+            MisfirePolicyDto::Latest => MisfirePolicy::Latest,
+            MisfirePolicyDto::All => MisfirePolicy::All,
+        }
+    }
+}
+
+/// The state of an execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StatusDto {
+    Pending,
+    Running,
+    Success,
+    Failed,
+    Timeout,
+    Cancelled,
+}
+
+impl From<StatusDto> for Status {
+    fn from(s: StatusDto) -> Self {
+        match s {
+            StatusDto::Pending => Status::Pending,
+            StatusDto::Running => Status::Running,
+            StatusDto::Success => Status::Success,
+            StatusDto::Failed => Status::Failed,
+            StatusDto::Timeout => Status::Timeout,
+            StatusDto::Cancelled => Status::Cancelled,
+        }
+    }
+}
+
+impl From<Status> for StatusDto {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::Pending => StatusDto::Pending,
+            Status::Running => StatusDto::Running,
+            Status::Success => StatusDto::Success,
+            Status::Failed => StatusDto::Failed,
+            Status::Timeout => StatusDto::Timeout,
+            Status::Cancelled => StatusDto::Cancelled,
+        }
+    }
+}
+
+/// Where an execution came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum ParamSourceDto {
+    Cron,
+    Manual,
+    Api,
+}
+
+/// A schedule.
+#[derive(Debug, Clone, Object)]
+pub struct Cron {
+    pub id: i64,
+    pub name: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub description: Option<String>,
+    pub cron_expression: String,
+    pub timezone: String,
+    pub handler_name: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub handler_params: Option<Value>,
+    pub is_enabled: bool,
+    pub allow_overlap: bool,
+    pub max_retry: i32,
+    pub timeout_seconds: i32,
+    pub misfire_policy: MisfirePolicyDto,
+    /// The earliest fire time the dispatchers have not created yet.
+    #[oai(skip_serializing_if_is_none)]
+    pub next_fire_time: Option<DateTime<Utc>>,
+    /// The latest fire time created.
+    #[oai(skip_serializing_if_is_none)]
+    pub last_fire_time: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<cron_job::Model> for Cron {
+    fn from(m: cron_job::Model) -> Self {
+        let policy = match m
+            .misfire_policy
+            .parse::<MisfirePolicy>()
+            .unwrap_or_default()
+        {
+            MisfirePolicy::Skip => MisfirePolicyDto::Skip,
+            MisfirePolicy::Latest => MisfirePolicyDto::Latest,
+            MisfirePolicy::All => MisfirePolicyDto::All,
+        };
+        Cron {
+            id: m.id,
+            name: m.name,
+            description: m.description,
+            cron_expression: m.cron_expression,
+            timezone: m.timezone,
+            handler_name: m.handler_name,
+            handler_params: m.handler_params.filter(|v| !v.is_null()),
+            is_enabled: m.is_enabled,
+            allow_overlap: m.allow_overlap,
+            max_retry: m.max_retry,
+            timeout_seconds: m.timeout_seconds,
+            misfire_policy: policy,
+            next_fire_time: m.next_fire_time,
+            last_fire_time: m.last_fire_time,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+/// A new schedule. Unknown fields are refused so a typo does not pass silently.
+#[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
+pub struct CronCreate {
+    /// Unique, 1 to 100 characters.
+    #[oai(validator(min_length = 1, max_length = 100))]
+    pub name: String,
+    #[oai(validator(max_length = 10000))]
+    pub description: Option<String>,
+    /// Five-field Unix crontab (or six with seconds first, or a macro such as `@daily`).
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub cron_expression: String,
+    /// IANA time zone the expression is read in; default `UTC`.
+    #[oai(validator(max_length = 64))]
+    pub timezone: Option<String>,
+    /// A handler this binary has (see `GET /api/stats` or the error message for the list).
+    #[oai(validator(min_length = 1, max_length = 100))]
+    pub handler_name: String,
+    /// Params given to the handler; the handler checks them.
+    pub handler_params: Option<Value>,
+    /// Default true.
+    pub is_enabled: Option<bool>,
+    /// Default true; false keeps at most one PENDING or RUNNING execution.
+    pub allow_overlap: Option<bool>,
+    /// Retries after the first attempt; default 3.
+    #[oai(validator(minimum(value = "0"), maximum(value = "100")))]
+    pub max_retry: Option<i32>,
+    /// Default 300.
+    #[oai(validator(minimum(value = "1"), maximum(value = "86400")))]
+    pub timeout_seconds: Option<i32>,
+    /// Default `latest`.
+    pub misfire_policy: Option<MisfirePolicyDto>,
+}
+
+/// Changes to a schedule; absent fields keep their value, `null` clears `description` and
+/// `handler_params`.
+#[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
+pub struct CronUpdate {
+    #[oai(validator(min_length = 1, max_length = 100))]
+    pub name: Option<String>,
+    #[oai(validator(max_length = 10000))]
+    pub description: poem_openapi::types::MaybeUndefined<String>,
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub cron_expression: Option<String>,
+    #[oai(validator(max_length = 64))]
+    pub timezone: Option<String>,
+    #[oai(validator(min_length = 1, max_length = 100))]
+    pub handler_name: Option<String>,
+    pub handler_params: poem_openapi::types::MaybeUndefined<Value>,
+    pub is_enabled: Option<bool>,
+    pub allow_overlap: Option<bool>,
+    #[oai(validator(minimum(value = "0"), maximum(value = "100")))]
+    pub max_retry: Option<i32>,
+    #[oai(validator(minimum(value = "1"), maximum(value = "86400")))]
+    pub timeout_seconds: Option<i32>,
+    pub misfire_policy: Option<MisfirePolicyDto>,
+}
+
+/// One page of crons.
+#[derive(Debug, Clone, Object)]
+pub struct CronPage {
+    pub items: Vec<Cron>,
+    pub total: u64,
+    pub page: u64,
+    pub size: u64,
+    pub pages: u64,
+}
+
+/// A fire time in UTC and in the cron's zone.
+#[derive(Debug, Clone, Object)]
+pub struct FireTime {
+    pub utc: DateTime<Utc>,
+    /// RFC 3339 with the zone's offset at that instant.
+    pub local: String,
+}
+
+/// The next fire times of a cron.
+#[derive(Debug, Clone, Object)]
+pub struct NextFireTimes {
+    pub cron_id: i64,
+    pub cron_expression: String,
+    pub timezone: String,
+    pub times: Vec<FireTime>,
+}
+
+/// An execution: one fire time of a cron, or one ad-hoc run.
+#[derive(Debug, Clone, Object)]
+pub struct Execution {
+    pub id: i64,
+    /// The cron; absent for ad-hoc runs and deleted crons.
+    #[oai(skip_serializing_if_is_none)]
+    pub job_id: Option<i64>,
+    #[oai(skip_serializing_if_is_none)]
+    pub cron_name: Option<String>,
+    pub handler_name: String,
+    pub scheduled_time: DateTime<Utc>,
+    /// When it may run next (the fire time, or after a retry backoff).
+    pub run_at: DateTime<Utc>,
+    pub status: StatusDto,
+    #[oai(skip_serializing_if_is_none)]
+    pub params: Option<Value>,
+    pub param_source: ParamSourceDto,
+    /// Retries so far; the current or last attempt is number retry_count + 1.
+    pub retry_count: i32,
+    pub max_retry: i32,
+    pub timeout_seconds: i32,
+    #[oai(skip_serializing_if_is_none)]
+    pub worker_id: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub cancel_requested: bool,
+    #[oai(skip_serializing_if_is_none)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[oai(skip_serializing_if_is_none)]
+    pub finished_at: Option<DateTime<Utc>>,
+    #[oai(skip_serializing_if_is_none)]
+    pub error_message: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub result: Option<Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<ExecutionView> for Execution {
+    fn from(v: ExecutionView) -> Self {
+        let e = v.execution;
+        let status = e
+            .status
+            .parse::<Status>()
+            .map(StatusDto::from)
+            .unwrap_or(StatusDto::Pending);
+        let param_source = match e.param_source.as_str() {
+            s if s == ParamSource::Manual.as_str() => ParamSourceDto::Manual,
+            s if s == ParamSource::Api.as_str() => ParamSourceDto::Api,
+            _ => ParamSourceDto::Cron,
+        };
+        Execution {
+            id: e.id,
+            job_id: e.job_id,
+            cron_name: v.cron_name,
+            handler_name: e.handler_name,
+            scheduled_time: e.scheduled_time,
+            run_at: e.run_at,
+            status,
+            params: e.params.filter(|v| !v.is_null()),
+            param_source,
+            retry_count: e.retry_count,
+            max_retry: e.max_retry,
+            timeout_seconds: e.timeout_seconds,
+            worker_id: e.worker_id,
+            lease_expires_at: e.lease_expires_at,
+            cancel_requested: e.cancel_requested,
+            started_at: e.started_at,
+            finished_at: e.finished_at,
+            error_message: e.error_message,
+            result: e.result.filter(|v| !v.is_null()),
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+        }
+    }
+}
+
+/// A run of a handler outside any cron.
+#[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
+pub struct ExecutionCreate {
+    #[oai(validator(min_length = 1, max_length = 100))]
+    pub handler_name: String,
+    pub params: Option<Value>,
+    /// When it may run; default now. Between 1970 and 9999.
+    pub run_at: Option<DateTime<Utc>>,
+    /// Default 0: one attempt.
+    #[oai(validator(minimum(value = "0"), maximum(value = "100")))]
+    pub max_retry: Option<i32>,
+    /// Default 300.
+    #[oai(validator(minimum(value = "1"), maximum(value = "86400")))]
+    pub timeout_seconds: Option<i32>,
+}
+
+/// One page of executions.
+#[derive(Debug, Clone, Object)]
+pub struct ExecutionPage {
+    pub items: Vec<Execution>,
+    pub total: u64,
+    pub page: u64,
+    pub size: u64,
+    pub pages: u64,
+}
+
+/// Counts per status; every status is present.
+#[derive(Debug, Clone, Object)]
+pub struct StatusCounts {
+    #[oai(rename = "PENDING")]
+    pub pending: u64,
+    #[oai(rename = "RUNNING")]
+    pub running: u64,
+    #[oai(rename = "SUCCESS")]
+    pub success: u64,
+    #[oai(rename = "FAILED")]
+    pub failed: u64,
+    #[oai(rename = "TIMEOUT")]
+    pub timeout: u64,
+    #[oai(rename = "CANCELLED")]
+    pub cancelled: u64,
+}
+
+impl From<&std::collections::BTreeMap<Status, u64>> for StatusCounts {
+    fn from(m: &std::collections::BTreeMap<Status, u64>) -> Self {
+        let n = |s: Status| m.get(&s).copied().unwrap_or(0);
+        StatusCounts {
+            pending: n(Status::Pending),
+            running: n(Status::Running),
+            success: n(Status::Success),
+            failed: n(Status::Failed),
+            timeout: n(Status::Timeout),
+            cancelled: n(Status::Cancelled),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct HandlerCounts {
+    pub handler_name: String,
+    pub by_status: StatusCounts,
+}
+
+/// Start minus scheduled time of the latest first attempts.
+#[derive(Debug, Clone, Object)]
+pub struct LagStats {
+    /// How many of the latest started executions are looked at, at most.
+    pub sample_size: u64,
+    pub count: u64,
+    #[oai(skip_serializing_if_is_none)]
+    pub avg: Option<f64>,
+    #[oai(skip_serializing_if_is_none)]
+    pub max: Option<f64>,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct Stats {
+    pub by_status: StatusCounts,
+    pub by_handler: Vec<HandlerCounts>,
+    /// How long the oldest due PENDING execution has waited; absent when none waits.
+    #[oai(skip_serializing_if_is_none)]
+    pub oldest_pending_age_seconds: Option<f64>,
+    pub schedule_lag_seconds: LagStats,
+    /// The handlers this admin process accepts for new crons and runs.
+    pub handlers: Vec<String>,
+}
+
+/// A live jobu process.
+#[derive(Debug, Clone, Object)]
+pub struct Worker {
+    pub id: String,
+    pub host: String,
+    pub pid: i64,
+    pub roles: Vec<String>,
+    pub handlers: Vec<String>,
+    pub concurrency: i32,
+    /// RUNNING executions it owns now.
+    pub running: u64,
+    pub started_at: DateTime<Utc>,
+    pub last_heartbeat_at: DateTime<Utc>,
+}
+
+impl From<LiveWorker> for Worker {
+    fn from(w: LiveWorker) -> Self {
+        Worker {
+            id: w.id,
+            host: w.host,
+            pid: w.pid,
+            roles: w.roles,
+            handlers: w.handlers,
+            concurrency: w.concurrency,
+            running: w.running,
+            started_at: w.started_at,
+            last_heartbeat_at: w.last_heartbeat_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct Health {
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct Readiness {
+    pub status: String,
+    pub database: String,
+    pub pending_migrations: u64,
+}
+
+/// `ceil(total / size)`.
+pub fn pages(total: u64, size: u64) -> u64 {
+    total.div_ceil(size.max(1))
+}

@@ -1,0 +1,118 @@
+//! Checks that need more than the schema: the cron expression and zone, the schedule's
+//! frequency, the handler and its params, and characters no database stores alike (NUL).
+//! Each failure is a 422 naming the field.
+
+use serde_json::Value;
+
+use super::super::error::ApiError;
+use crate::handlers::Registry;
+use crate::schedule::{Schedule, ScheduleError};
+
+/// Rejects NUL and other control characters (PostgreSQL cannot store NUL in text at all).
+/// `multiline` allows tabs and line breaks (descriptions).
+pub fn text(field: &str, value: &str, multiline: bool) -> Result<(), ApiError> {
+    let bad = value
+        .chars()
+        .find(|c| c.is_control() && !(multiline && matches!(c, '\n' | '\r' | '\t')));
+    match bad {
+        Some(c) => Err(ApiError::invalid(
+            "invalid_characters",
+            field,
+            format!(
+                "{field} must not contain control characters (found U+{:04X})",
+                c as u32
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Rejects JSON documents with NUL in any string or key: PostgreSQL's jsonb refuses them.
+pub fn json(field: &str, value: &Value) -> Result<(), ApiError> {
+    fn has_nul(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(has_nul),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    if has_nul(value) {
+        return Err(ApiError::invalid(
+            "invalid_characters",
+            field,
+            format!("{field} must not contain the NUL character (\\u0000)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses the expression in the zone and enforces `min_cron_interval_seconds`.
+pub fn schedule(
+    expression: &str,
+    timezone: &str,
+    min_interval_seconds: u64,
+) -> Result<Schedule, ApiError> {
+    text("cron_expression", expression, false)?;
+    text("timezone", timezone, false)?;
+    let refused = |e: ScheduleError| match e {
+        ScheduleError::InvalidExpression { .. } => {
+            ApiError::invalid("invalid_cron_expression", "cron_expression", e.to_string())
+        }
+        ScheduleError::UnknownTimeZone(_) => {
+            ApiError::invalid("invalid_timezone", "timezone", e.to_string())
+        }
+        ScheduleError::TooFrequent { .. } => {
+            ApiError::invalid("too_frequent", "cron_expression", e.to_string())
+        }
+    };
+    let parsed = Schedule::parse(expression, timezone).map_err(refused)?;
+    let min = i64::try_from(min_interval_seconds).unwrap_or(i64::MAX);
+    parsed
+        .check_min_interval(min, chrono::Utc::now())
+        .map_err(refused)?;
+    Ok(parsed)
+}
+
+/// The handler must be registered in this binary and accept the params.
+pub fn handler(
+    registry: &Registry,
+    name: &str,
+    params_field: &str,
+    params: Option<&Value>,
+) -> Result<(), ApiError> {
+    let Some(handler) = registry.get(name) else {
+        let known = registry.names().join(", ");
+        return Err(ApiError::invalid(
+            "unknown_handler",
+            "handler_name",
+            format!("unknown handler {name:?}; this jobu has: {known}"),
+        ));
+    };
+    if let Some(params) = params {
+        json(params_field, params)?;
+    }
+    handler
+        .validate_params(params.unwrap_or(&Value::Null))
+        .map_err(|message| {
+            ApiError::invalid(
+                "invalid_params",
+                params_field,
+                format!("{params_field} for handler {name:?}: {message}"),
+            )
+        })
+}
+
+/// Instants the three databases all store: years 1970 to 9999.
+pub fn instant(field: &str, t: chrono::DateTime<chrono::Utc>) -> Result<(), ApiError> {
+    use chrono::Datelike;
+    if (1970..=9999).contains(&t.year()) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "out_of_range",
+            field,
+            format!("{field} must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z"),
+        ))
+    }
+}

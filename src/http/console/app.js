@@ -1,0 +1,817 @@
+// jobu console: one script for every page; <body data-page> says which. Plain ES2020, no build
+// step, no dependencies. Data is rendered with textContent only, never parsed as HTML: cron names,
+// params and error messages are user input.
+'use strict';
+
+const TOKEN_KEY = 'jobu_token';
+const PAGE_SIZE = 20;
+const LIST_REFRESH_MS = 2500;
+const DETAIL_REFRESH_MS = 2000;
+const STATUSES = ['PENDING', 'RUNNING', 'SUCCESS', 'FAILED', 'TIMEOUT', 'CANCELLED'];
+const RETRYABLE = new Set(['FAILED', 'TIMEOUT', 'CANCELLED']);
+const CANCELLABLE = new Set(['PENDING', 'RUNNING']);
+const FINAL = new Set(['SUCCESS', 'FAILED', 'TIMEOUT', 'CANCELLED']);
+
+// ---------------------------------------------------------------------------------------------
+// Token: sessionStorage for the API's Bearer header, and a session cookie (no expiry) so the
+// server lets this browser load console pages. A new tab has the cookie but an empty
+// sessionStorage, so the cookie seeds it.
+
+function storage() {
+  try {
+    return window.sessionStorage;
+  } catch {
+    return null; // storage disabled: the cookie alone still works for pages
+  }
+}
+
+function cookieToken() {
+  for (const part of document.cookie.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq < 0 || part.slice(0, eq).trim() !== TOKEN_KEY) continue;
+    try {
+      return decodeURIComponent(part.slice(eq + 1).trim());
+    } catch {
+      return '';
+    }
+  }
+  return '';
+}
+
+function getToken() {
+  const store = storage();
+  let token = store ? store.getItem(TOKEN_KEY) : null;
+  if (!token) {
+    token = cookieToken();
+    if (token && store) store.setItem(TOKEN_KEY, token);
+  }
+  return token || '';
+}
+
+function cookieSuffix() {
+  return '; path=/; SameSite=Strict' + (location.protocol === 'https:' ? '; Secure' : '');
+}
+
+function setToken(token) {
+  const store = storage();
+  if (store) store.setItem(TOKEN_KEY, token);
+  document.cookie = `${TOKEN_KEY}=${encodeURIComponent(token)}${cookieSuffix()}`;
+}
+
+function clearToken() {
+  const store = storage();
+  if (store) store.removeItem(TOKEN_KEY);
+  document.cookie = `${TOKEN_KEY}=; max-age=0${cookieSuffix()}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// DOM helpers
+
+const $ = (selector) => document.querySelector(selector);
+
+/** Creates an element; string children become text nodes, so data is never parsed as HTML. */
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === 'class') node.className = value;
+    else node.setAttribute(key, value === true ? '' : String(value));
+  }
+  for (const child of children) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+/** A <time> in the browser's locale with the UTC ISO instant as its tooltip. */
+function timeEl(iso) {
+  if (!iso) return el('span', { class: 'muted' }, '—');
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return el('span', {}, iso);
+  return el('time', { datetime: iso, title: date.toISOString() }, date.toLocaleString());
+}
+
+function badge(status) {
+  const known = STATUSES.includes(status) ? status : '';
+  return el('span', { class: `badge ${known}`, 'data-testid': 'status-badge' }, status);
+}
+
+function dash(value) {
+  return value === null || value === undefined || value === '' ? el('span', { class: 'muted' }, '—') : String(value);
+}
+
+function prettyJson(value) {
+  return value === undefined ? '' : JSON.stringify(value, null, 2);
+}
+
+function posInt(text, fallback) {
+  const n = Number(text);
+  return Number.isInteger(n) && n > 0 ? n : fallback;
+}
+
+/** Shows a message in the page's #flash box; kind is ok, error or info. */
+function flash(kind, ...content) {
+  const box = $('#flash');
+  if (!box) return;
+  box.className = `message ${kind}`;
+  box.replaceChildren(...content);
+}
+
+function clearFlash() {
+  const box = $('#flash');
+  if (box) {
+    box.className = 'message';
+    box.replaceChildren();
+  }
+}
+
+/** Replaces the page's query string without reloading (filters and pages survive a reload). */
+function setQuery(values) {
+  const query = new URLSearchParams(location.search);
+  for (const [key, value] of Object.entries(values)) {
+    if (value === null || value === undefined || value === '' || (key === 'page' && value === 1)) {
+      query.delete(key);
+    } else {
+      query.set(key, String(value));
+    }
+  }
+  const search = query.toString();
+  history.replaceState(null, '', location.pathname + (search ? `?${search}` : ''));
+}
+
+// ---------------------------------------------------------------------------------------------
+// API access
+
+class ApiError extends Error {
+  constructor(status, body, text) {
+    const message =
+      body && typeof body.message === 'string'
+        ? body.message
+        : text || (status ? `HTTP ${status}` : 'The server did not answer');
+    super(message);
+    this.status = status;
+    this.body = body;
+    this.field = body && typeof body.field === 'string' ? body.field : null;
+  }
+}
+
+// Pages stop their refresh timers through this once the API has refused the token.
+const stopHooks = [];
+let signedOut = false;
+
+async function api(method, path, body) {
+  const headers = { Accept: 'application/json' };
+  const token = getToken();
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const init = { method, headers, credentials: 'same-origin' };
+  if (body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (error) {
+    throw new ApiError(0, null, `Could not reach the server: ${error.message}`);
+  }
+  const text = await response.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = null;
+  }
+  if (response.status === 401) {
+    clearToken();
+    showLogin(token ? 'The token was not accepted. Enter the admin token again.' : '');
+  }
+  if (!response.ok) throw new ApiError(response.status, data, text);
+  return data;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sign-in: the form of the login page, and the same form in place of a page whose API calls
+// were refused.
+
+function showLogin(message) {
+  if (signedOut) return;
+  signedOut = true;
+  stopHooks.forEach((stop) => stop());
+  const logout = $('#logout');
+  if (logout) logout.hidden = true;
+  document.title = 'Sign in · jobu';
+
+  const input = el('input', {
+    type: 'password',
+    id: 'login-token',
+    name: 'token',
+    autocomplete: 'off',
+    'data-testid': 'login-token',
+  });
+  const error = el('div', { id: 'login-error', class: 'message error', role: 'alert', 'data-testid': 'login-error' }, message);
+  const form = el(
+    'form',
+    { id: 'login-form', method: 'post', novalidate: true, 'data-testid': 'login-form' },
+    error,
+    el('div', { class: 'field' }, el('label', { for: 'login-token' }, 'Admin token'), input),
+    el('div', { class: 'form-actions' }, el('button', { type: 'submit', class: 'primary', id: 'login-submit', 'data-testid': 'login-submit' }, 'Sign in')),
+  );
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const token = input.value.trim();
+    if (!token) {
+      error.textContent = 'Enter the token.';
+      return;
+    }
+    setToken(token);
+    location.reload();
+  });
+  const box = el(
+    'section',
+    { class: 'panel login-box', 'data-testid': 'login' },
+    el('h1', {}, 'Sign in'),
+    el('p', {}, 'This jobu console needs the admin token (admin.auth_token). It is kept for this browser session only.'),
+    form,
+  );
+  $('#main').replaceChildren(box);
+  input.focus();
+}
+
+function setupNav() {
+  const logout = $('#logout');
+  if (!logout) return;
+  logout.hidden = !getToken();
+  logout.addEventListener('click', (event) => {
+    event.preventDefault();
+    clearToken();
+    location.reload();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pagination controls shared by the list pages.
+
+function setupPager(go) {
+  let current = { page: 1, pages: 1 };
+  $('#page-prev').addEventListener('click', () => go(current.page - 1));
+  $('#page-next').addEventListener('click', () => go(current.page + 1));
+  return (data) => {
+    current = data;
+    const pages = Math.max(data.pages, 1);
+    $('#page-info').textContent =
+      data.total === 0 ? 'Nothing yet' : `Page ${data.page} of ${pages} · ${data.total} in all`;
+    $('#page-prev').disabled = data.page <= 1;
+    $('#page-next').disabled = data.page >= pages;
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// /crons
+
+const CRON_FIELDS = [
+  'name', 'description', 'cron_expression', 'timezone', 'handler_name', 'handler_params',
+  'is_enabled', 'allow_overlap', 'max_retry', 'timeout_seconds', 'misfire_policy',
+];
+const CRON_DEFAULTS = {
+  name: '', description: '', cron_expression: '', timezone: 'UTC', handler_name: '',
+  handler_params: null, is_enabled: true, allow_overlap: true, max_retry: 3,
+  timeout_seconds: 300, misfire_policy: 'latest',
+};
+
+function cronsPage() {
+  const state = { page: posInt(new URLSearchParams(location.search).get('page'), 1), editing: null };
+  const panel = $('#cron-form-panel');
+  const form = $('#cron-form');
+  const input = (field) => $(`#f-${field}`);
+  let seq = 0;
+
+  const renderPager = setupPager((page) => {
+    state.page = page;
+    setQuery({ page });
+    load().catch(showLoadError);
+  });
+
+  function showLoadError(error) {
+    if (error.status !== 401) flash('error', `Could not load crons: ${error.message}`);
+  }
+
+  async function load() {
+    const mine = ++seq;
+    const data = await api('GET', `/api/crons?page=${state.page}&size=${PAGE_SIZE}`);
+    if (mine !== seq) return data;
+    if (data.page > Math.max(data.pages, 1)) {
+      // The last page emptied (a delete): show the new last page.
+      state.page = Math.max(data.pages, 1);
+      setQuery({ page: state.page });
+      return load();
+    }
+    const body = $('#crons-body');
+    body.replaceChildren(
+      ...(data.items.length
+        ? data.items.map(cronRow)
+        : [el('tr', {}, el('td', { class: 'empty', colspan: 9 }, 'No crons yet. Create one with “New cron”.'))]),
+    );
+    renderPager(data);
+    return data;
+  }
+
+  function cronRow(cron) {
+    const actions = el('td', { class: 'actions' });
+    const row = el(
+      'tr',
+      { 'data-testid': 'cron-row', 'data-cron-id': cron.id, 'data-cron-name': cron.name },
+      el('td', { class: 'muted' }, String(cron.id)),
+      el(
+        'td',
+        {},
+        el('a', { href: `/jobs?cron_id=${cron.id}`, title: 'Executions of this cron', 'data-testid': 'cron-name' }, cron.name),
+        cron.description ? el('div', { class: 'sub' }, cron.description) : null,
+      ),
+      el('td', {}, el('code', {}, cron.cron_expression)),
+      el('td', {}, cron.timezone),
+      el('td', {}, el('code', {}, cron.handler_name)),
+      el(
+        'td',
+        {},
+        el('span', { class: `badge ${cron.is_enabled ? 'on' : 'off'}`, 'data-testid': 'cron-enabled' }, cron.is_enabled ? 'enabled' : 'disabled'),
+      ),
+      el('td', {}, cron.is_enabled ? timeEl(cron.next_fire_time) : el('span', { class: 'muted' }, '—')),
+      el('td', {}, timeEl(cron.last_fire_time)),
+      actions,
+    );
+    renderActions(actions, cron);
+    return row;
+  }
+
+  function renderActions(cell, cron) {
+    const button = (label, testid, onClick, cls) => {
+      const b = el('button', { type: 'button', class: `small ${cls || ''}`, 'data-testid': testid }, label);
+      b.addEventListener('click', () => {
+        b.disabled = true;
+        Promise.resolve(onClick()).finally(() => {
+          b.disabled = false;
+        });
+      });
+      return b;
+    };
+    cell.replaceChildren(
+      button('Edit', 'cron-edit', () => editCron(cron.id)),
+      button(cron.is_enabled ? 'Disable' : 'Enable', 'cron-toggle', () => toggleCron(cron)),
+      button('Trigger', 'cron-trigger', () => triggerCron(cron)),
+      button('Delete', 'cron-delete', () => askDelete(cell, cron), 'danger'),
+    );
+  }
+
+  // In-page confirmation (no window.confirm): the row's buttons become "Delete? Yes / Keep".
+  function askDelete(cell, cron) {
+    const yes = el('button', { type: 'button', class: 'small danger solid', 'data-testid': 'cron-delete-confirm' }, 'Delete');
+    const no = el('button', { type: 'button', class: 'small', 'data-testid': 'cron-delete-cancel' }, 'Keep');
+    yes.addEventListener('click', async () => {
+      yes.disabled = true;
+      try {
+        await api('DELETE', `/api/crons/${cron.id}`);
+        flash('ok', `Deleted cron “${cron.name}”. Its executions are kept.`);
+        if (state.editing === cron.id) closeForm();
+        await load();
+      } catch (error) {
+        if (error.status !== 401) flash('error', `Could not delete “${cron.name}”: ${error.message}`);
+        renderActions(cell, cron);
+      }
+    });
+    no.addEventListener('click', () => renderActions(cell, cron));
+    cell.replaceChildren(el('span', { class: 'muted' }, 'Delete? '), yes, ' ', no);
+    no.focus();
+  }
+
+  async function toggleCron(cron) {
+    try {
+      const updated = await api('POST', `/api/crons/${cron.id}/toggle`);
+      flash('ok', `“${updated.name}” is now ${updated.is_enabled ? 'enabled' : 'disabled'}.`);
+      await load();
+    } catch (error) {
+      if (error.status !== 401) flash('error', `Could not toggle “${cron.name}”: ${error.message}`);
+    }
+  }
+
+  async function triggerCron(cron) {
+    try {
+      const execution = await api('POST', `/api/crons/${cron.id}/trigger`);
+      flash(
+        'ok',
+        `Triggered “${cron.name}”: `,
+        el('a', { href: `/jobs/${execution.id}`, 'data-testid': 'trigger-link' }, `execution #${execution.id}`),
+      );
+      load().catch(showLoadError);
+    } catch (error) {
+      if (error.status !== 401) flash('error', `Could not trigger “${cron.name}”: ${error.message}`);
+    }
+  }
+
+  async function editCron(id) {
+    try {
+      openForm(await api('GET', `/api/crons/${id}`));
+    } catch (error) {
+      if (error.status !== 401) flash('error', `Could not load cron #${id}: ${error.message}`);
+    }
+  }
+
+  function clearErrors() {
+    $('#form-error').textContent = '';
+    for (const field of CRON_FIELDS) {
+      $(`#error-${field}`).textContent = '';
+      input(field).closest('.field').classList.remove('invalid');
+      input(field).removeAttribute('aria-invalid');
+    }
+  }
+
+  function fieldError(field, message) {
+    const target = $(`#error-${field}`);
+    target.textContent = message;
+    input(field).closest('.field').classList.add('invalid');
+    input(field).setAttribute('aria-invalid', 'true');
+  }
+
+  function openForm(cron) {
+    state.editing = cron ? cron.id : null;
+    clearErrors();
+    const values = { ...CRON_DEFAULTS, ...(cron || {}) };
+    for (const field of CRON_FIELDS) {
+      const node = input(field);
+      const value = values[field];
+      if (node.type === 'checkbox') node.checked = Boolean(value);
+      else if (field === 'handler_params') node.value = value === null || value === undefined ? '' : prettyJson(value);
+      else node.value = value === null || value === undefined ? '' : String(value);
+    }
+    $('#cron-form-title').textContent = cron ? `Edit cron #${cron.id}` : 'New cron';
+    $('#cron-submit').textContent = cron ? 'Save' : 'Create';
+    panel.hidden = false;
+    panel.scrollIntoView({ block: 'nearest' });
+    input('name').focus();
+  }
+
+  function closeForm() {
+    state.editing = null;
+    panel.hidden = true;
+    clearErrors();
+  }
+
+  /** The request body, or the client-side errors by field (bad JSON, non-numbers). */
+  function readForm() {
+    const errors = {};
+    const text = (field) => input(field).value.trim();
+    const body = {
+      name: text('name'),
+      description: text('description') || null,
+      cron_expression: text('cron_expression'),
+      timezone: text('timezone') || 'UTC',
+      handler_name: text('handler_name'),
+      is_enabled: input('is_enabled').checked,
+      allow_overlap: input('allow_overlap').checked,
+      misfire_policy: input('misfire_policy').value,
+    };
+    for (const field of ['name', 'cron_expression', 'handler_name']) {
+      if (!body[field]) errors[field] = 'Required.';
+    }
+    const params = text('handler_params');
+    if (params === '') {
+      body.handler_params = null;
+    } else {
+      try {
+        body.handler_params = JSON.parse(params);
+        const value = body.handler_params;
+        if (value !== null && (typeof value !== 'object' || Array.isArray(value))) {
+          errors.handler_params = 'Params must be a JSON object such as {"command": "echo hi"}, or empty.';
+        }
+      } catch (error) {
+        errors.handler_params = `Params are not valid JSON: ${error.message}`;
+      }
+    }
+    for (const field of ['max_retry', 'timeout_seconds']) {
+      const node = input(field);
+      const raw = node.value.trim();
+      if (raw === '' && !node.validity.badInput) continue; // left empty: the server's default
+      const n = Number(raw);
+      if (raw === '' || !Number.isInteger(n)) errors[field] = 'Enter a whole number.';
+      else body[field] = n;
+    }
+    return { body, errors };
+  }
+
+  async function submit(event) {
+    event.preventDefault();
+    clearErrors();
+    const { body, errors } = readForm();
+    const invalid = Object.keys(errors);
+    if (invalid.length) {
+      invalid.forEach((field) => fieldError(field, errors[field]));
+      input(invalid[0]).focus();
+      return;
+    }
+    const submitButton = $('#cron-submit');
+    submitButton.disabled = true;
+    const editing = state.editing;
+    try {
+      const saved = editing
+        ? await api('PUT', `/api/crons/${editing}`, body)
+        : await api('POST', '/api/crons', body);
+      closeForm();
+      flash('ok', `${editing ? 'Saved' : 'Created'} cron “${saved.name}” (#${saved.id}).`);
+      const data = await load();
+      if (!editing && data && data.page < data.pages) {
+        // New crons go last (the list is ordered by id): show the page that has it.
+        state.page = data.pages;
+        setQuery({ page: state.page });
+        await load();
+      }
+    } catch (error) {
+      if (error.status === 401) return;
+      // The API names the field at fault ("handler_params.command" counts as handler_params).
+      const field = error.field ? error.field.split(/[.[/]/)[0] : null;
+      if (field && CRON_FIELDS.includes(field)) {
+        fieldError(field, error.message);
+        input(field).focus();
+      } else {
+        $('#form-error').textContent = error.message;
+      }
+    } finally {
+      submitButton.disabled = false;
+    }
+  }
+
+  form.addEventListener('submit', submit);
+  $('#cron-new').addEventListener('click', () => openForm(null));
+  $('#cron-cancel').addEventListener('click', closeForm);
+
+  fillTimezones();
+  fillHandlers();
+  load().catch(showLoadError);
+}
+
+function fillTimezones() {
+  const list = $('#timezones');
+  const zones = typeof Intl.supportedValuesOf === 'function' ? Intl.supportedValuesOf('timeZone') : [];
+  list.replaceChildren(...['UTC', ...zones.filter((z) => z !== 'UTC')].map((z) => el('option', { value: z })));
+}
+
+/** Suggests the handlers this jobu accepts (GET /api/stats lists them). */
+async function fillHandlers() {
+  let names = ['noop', 'shell', 'sleep'];
+  try {
+    const stats = await api('GET', '/api/stats');
+    if (stats && Array.isArray(stats.handlers) && stats.handlers.length) names = stats.handlers;
+  } catch {
+    // Suggestions only: the built-in names will do.
+  }
+  $('#handlers').replaceChildren(...[...names].sort().map((name) => el('option', { value: name })));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Auto-refresh: one request at a time, a fixed pause after each, skipped while the tab is hidden.
+
+function refresher(load, intervalMs, shouldContinue) {
+  let timer = null;
+  let stopped = false;
+  const schedule = () => {
+    clearTimeout(timer);
+    if (!stopped && shouldContinue()) timer = setTimeout(tick, intervalMs);
+  };
+  const tick = async () => {
+    if (!document.hidden) {
+      try {
+        await load();
+      } catch {
+        // load() shows its own errors; keep trying.
+      }
+    }
+    schedule();
+  };
+  stopHooks.push(() => {
+    stopped = true;
+    clearTimeout(timer);
+  });
+  return schedule;
+}
+
+// ---------------------------------------------------------------------------------------------
+// /jobs
+
+function jobsPage() {
+  const query = new URLSearchParams(location.search);
+  const state = {
+    page: posInt(query.get('page'), 1),
+    status: STATUSES.includes(query.get('status')) ? query.get('status') : '',
+    cronId: posInt(query.get('cron_id'), null),
+  };
+  const statusFilter = $('#status-filter');
+  const auto = $('#auto-refresh');
+  statusFilter.value = state.status;
+  let seq = 0;
+
+  const renderPager = setupPager((page) => {
+    state.page = page;
+    setQuery({ page });
+    load().catch(() => {});
+  });
+
+  async function load() {
+    const mine = ++seq;
+    const params = new URLSearchParams({ page: state.page, size: PAGE_SIZE });
+    if (state.status) params.set('status', state.status);
+    if (state.cronId) params.set('cron_id', state.cronId);
+    let data;
+    try {
+      data = await api('GET', `/api/jobs?${params}`);
+    } catch (error) {
+      if (error.status !== 401 && mine === seq) flash('error', `Could not load executions: ${error.message}`);
+      throw error;
+    }
+    if (mine !== seq) return;
+    if ($('#flash').classList.contains('error')) clearFlash();
+    $('#jobs-body').replaceChildren(
+      ...(data.items.length
+        ? data.items.map(jobRow)
+        : [el('tr', {}, el('td', { class: 'empty', colspan: 9 }, 'No executions match.'))]),
+    );
+    renderPager(data);
+    $('#updated').textContent = `Updated ${new Date().toLocaleTimeString()}`;
+  }
+
+  function jobRow(job) {
+    const href = `/jobs/${job.id}`;
+    const cron = job.cron_name
+      ? el('a', { href: `/jobs?cron_id=${job.job_id}`, title: 'Executions of this cron' }, job.cron_name)
+      : el('span', { class: 'muted' }, job.job_id ? `cron #${job.job_id}` : 'ad hoc');
+    const row = el(
+      'tr',
+      { class: 'clickable', 'data-testid': 'job-row', 'data-job-id': job.id, 'data-status': job.status },
+      el('td', {}, el('a', { href, 'data-testid': 'job-link' }, `#${job.id}`)),
+      el('td', { 'data-testid': 'job-cron' }, cron),
+      el('td', {}, el('code', {}, job.handler_name)),
+      el('td', {}, timeEl(job.scheduled_time)),
+      el('td', { 'data-testid': 'job-status' }, badge(job.status)),
+      el('td', {}, `${job.retry_count + 1} / ${job.max_retry + 1}`),
+      el('td', {}, timeEl(job.started_at)),
+      el('td', {}, timeEl(job.finished_at)),
+      el('td', { class: 'mono' }, dash(job.worker_id)),
+    );
+    // The whole row opens the execution; links inside it keep their own targets.
+    row.addEventListener('click', (event) => {
+      if (!event.target.closest('a') && !window.getSelection().toString()) location.href = href;
+    });
+    return row;
+  }
+
+  async function showCronFilter() {
+    if (!state.cronId) return;
+    const label = $('#cron-filter-label');
+    label.textContent = `cron #${state.cronId}`;
+    $('#cron-filter').hidden = false;
+    try {
+      const cron = await api('GET', `/api/crons/${state.cronId}`);
+      label.textContent = `cron “${cron.name}”`;
+    } catch {
+      // Deleted or unreadable: the id is label enough.
+    }
+  }
+
+  const schedule = refresher(load, LIST_REFRESH_MS, () => auto.checked);
+
+  statusFilter.addEventListener('change', () => {
+    state.status = statusFilter.value;
+    state.page = 1;
+    setQuery({ status: state.status, page: 1 });
+    load().catch(() => {});
+  });
+  $('#cron-filter-clear').addEventListener('click', () => {
+    state.cronId = null;
+    state.page = 1;
+    $('#cron-filter').hidden = true;
+    setQuery({ cron_id: null, page: 1 });
+    load().catch(() => {});
+  });
+  auto.addEventListener('change', schedule);
+
+  showCronFilter();
+  load().catch(() => {}).finally(schedule);
+}
+
+// ---------------------------------------------------------------------------------------------
+// /jobs/{id}
+
+function jobPage() {
+  const match = location.pathname.match(/^\/jobs\/(\d+)\/?$/);
+  const id = match ? Number(match[1]) : null;
+  const retry = $('#job-retry');
+  const cancel = $('#job-cancel');
+  let job = null;
+
+  if (!id) {
+    flash('error', 'This is not an execution address: it should be /jobs/<number>.');
+    return;
+  }
+  $('#job-title').textContent = `Execution #${id}`;
+  document.title = `Execution #${id} · jobu`;
+
+  function render(data) {
+    job = data;
+    const status = $('#job-status');
+    status.textContent = job.status;
+    status.className = `badge ${STATUSES.includes(job.status) ? job.status : ''}`;
+    retry.disabled = !RETRYABLE.has(job.status);
+    cancel.disabled = !CANCELLABLE.has(job.status) || job.cancel_requested;
+
+    const cron = job.cron_name
+      ? el('a', { href: `/jobs?cron_id=${job.job_id}`, title: 'Executions of this cron' }, job.cron_name)
+      : el('span', { class: 'muted' }, job.job_id ? `cron #${job.job_id}` : 'ad hoc');
+    const duration =
+      job.started_at && job.finished_at
+        ? `${((new Date(job.finished_at) - new Date(job.started_at)) / 1000).toFixed(3)} s`
+        : null;
+    const props = [
+      ['Cron', cron],
+      ['Cron id', dash(job.job_id)],
+      ['Handler', el('code', {}, job.handler_name)],
+      ['Status', badge(job.status)],
+      ['Param source', dash(job.param_source)],
+      ['Attempt', `${job.retry_count + 1} of at most ${job.max_retry + 1} (retry_count ${job.retry_count}, max_retry ${job.max_retry})`],
+      ['Scheduled', timeEl(job.scheduled_time)],
+      ['Run at', timeEl(job.run_at)],
+      ['Started', timeEl(job.started_at)],
+      ['Finished', timeEl(job.finished_at)],
+      ['Duration', dash(duration)],
+      ['Timeout', `${job.timeout_seconds} s`],
+      ['Worker', el('span', { class: 'mono' }, dash(job.worker_id))],
+      ['Lease expires', timeEl(job.lease_expires_at)],
+      ['Cancel requested', job.cancel_requested ? 'yes' : 'no'],
+      ['Created', timeEl(job.created_at)],
+      ['Updated', timeEl(job.updated_at)],
+    ];
+    $('#job-props').replaceChildren(
+      ...props.flatMap(([name, value]) => [el('dt', {}, name), el('dd', { 'data-field': name }, value)]),
+    );
+    $('#job-params').textContent = job.params === undefined ? 'null' : prettyJson(job.params);
+    $('#job-result').textContent = job.result === null || job.result === undefined ? (FINAL.has(job.status) ? 'null' : '(no result yet)') : prettyJson(job.result);
+    $('#job-error').textContent = job.error_message || '';
+    $('#job-error-panel').hidden = !job.error_message;
+    $('#job-detail').hidden = false;
+    $('#updated').textContent = `Updated ${new Date().toLocaleTimeString()}`;
+  }
+
+  let gone = false;
+  async function load() {
+    try {
+      render(await api('GET', `/api/jobs/${id}`));
+      if ($('#flash').classList.contains('error')) clearFlash();
+    } catch (error) {
+      if (error.status === 404) {
+        gone = true;
+        flash('error', `Execution #${id} does not exist (it may have been deleted).`);
+      } else if (error.status !== 401) {
+        flash('error', `Could not load execution #${id}: ${error.message}`);
+      }
+      throw error;
+    }
+  }
+
+  // Refresh while the execution can still change.
+  const schedule = refresher(load, DETAIL_REFRESH_MS, () => !gone && (!job || !FINAL.has(job.status)));
+
+  async function act(button, action, done) {
+    button.disabled = true;
+    try {
+      const updated = await api('POST', `/api/jobs/${id}/${action}`);
+      render(updated);
+      flash('ok', done(updated));
+      schedule();
+    } catch (error) {
+      if (error.status !== 401) flash('error', `Could not ${action}: ${error.message}`);
+      if (job) render(job);
+    }
+  }
+
+  retry.addEventListener('click', () => act(retry, 'retry', () => 'Queued again: it runs now, with its attempts counted from 1.'));
+  cancel.addEventListener('click', () =>
+    act(cancel, 'cancel', (updated) =>
+      updated.status === 'CANCELLED' ? 'Cancelled.' : 'Cancel requested: its worker stops it within a heartbeat.',
+    ),
+  );
+
+  load().catch(() => {}).finally(schedule);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function loginPage() {
+  // The server answered a page with this form, so a token this browser holds was refused.
+  const stale = Boolean(getToken());
+  if (stale) clearToken();
+  showLogin(stale ? 'The stored token was not accepted. Enter the admin token again.' : '');
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+  setupNav();
+  const pages = { crons: cronsPage, jobs: jobsPage, job: jobPage, login: loginPage };
+  const start = pages[document.body.dataset.page];
+  if (start) start();
+});

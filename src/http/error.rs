@@ -1,0 +1,175 @@
+//! One error body for every 4xx (and the 503 of `/ready`): `{status, error, message, field?}`.
+//! Handlers return [`ApiError`]; the [`json_errors`] middleware turns every other error
+//! (poem-openapi's parse errors, unknown routes, wrong methods, body limits) into the same
+//! shape, so a client never has to parse plain text.
+
+use poem::http::StatusCode;
+use poem::{Endpoint, IntoResponse, Request, Response};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object};
+
+use crate::store::StoreError;
+
+/// What went wrong, for programs (`error`) and for people (`message`).
+#[derive(Debug, Clone, Object)]
+pub struct ErrorBody {
+    /// The HTTP status code, repeated for logs and clients that lose it.
+    pub status: u16,
+    /// A stable machine-readable code such as `not_found` or `invalid_cron_expression`.
+    pub error: String,
+    /// One line for an operator.
+    pub message: String,
+    /// The request field at fault, when there is one.
+    #[oai(skip_serializing_if_is_none)]
+    pub field: Option<String>,
+}
+
+/// The error responses of every operation.
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// Malformed request: bad JSON, wrong types, values outside the documented ranges.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// Authentication is on and the bearer token is missing or wrong.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// No such cron or execution.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The request conflicts with the current state (duplicate name, wrong status).
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// The body is larger than 1 MiB.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// The body is not `application/json`.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
+    /// Well-formed but invalid: cron expression, time zone, handler, params.
+    #[oai(status = 422)]
+    Unprocessable(Json<ErrorBody>),
+    /// The database is unreachable.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+fn body(
+    status: StatusCode,
+    error: &str,
+    message: impl Into<String>,
+    field: Option<&str>,
+) -> Json<ErrorBody> {
+    Json(ErrorBody {
+        status: status.as_u16(),
+        error: error.to_string(),
+        message: message.into(),
+        field: field.map(str::to_string),
+    })
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::BadRequest(body(StatusCode::BAD_REQUEST, "bad_request", message, None))
+    }
+
+    pub fn not_found(what: &str, id: i64) -> Self {
+        ApiError::NotFound(body(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} {id} does not exist"),
+            None,
+        ))
+    }
+
+    pub fn conflict(error: &str, message: impl Into<String>) -> Self {
+        ApiError::Conflict(body(StatusCode::CONFLICT, error, message, None))
+    }
+
+    /// A value that parsed but is not acceptable; `field` names it.
+    pub fn invalid(error: &str, field: &str, message: impl Into<String>) -> Self {
+        ApiError::Unprocessable(body(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            error,
+            message,
+            Some(field),
+        ))
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiError::Unavailable(body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            message,
+            None,
+        ))
+    }
+
+    /// A database failure: logged in full, answered 503 without internals.
+    pub fn store(err: StoreError) -> Self {
+        match err {
+            StoreError::Conflict(message) => ApiError::conflict("conflict", message),
+            StoreError::Invalid(message) => ApiError::invalid("invalid", "body", message),
+            other => {
+                tracing::error!(error = %other, "admin API: database error");
+                ApiError::unavailable("the database did not answer; try again")
+            }
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        ApiError::store(err)
+    }
+}
+
+/// The error code for a status, for errors that did not come with one.
+fn code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::NOT_ACCEPTABLE => "not_acceptable",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_client_error() => "client_error",
+        _ => "internal_error",
+    }
+}
+
+/// A response with the error body for `status`.
+pub fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
+    let status = if status.is_client_error() || status.is_server_error() {
+        status
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    body(status, code(status), message, None)
+        .with_status(status)
+        .into_response()
+}
+
+/// Middleware: errors become the JSON error body with their status. Responses the handlers
+/// built (an [`ApiError`]) pass through unchanged. Server errors are logged and reported
+/// without internals.
+pub async fn json_errors<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    match next.call(req).await {
+        Ok(resp) => Ok(resp.into_response()),
+        Err(err) if err.is_from_response() => Ok(err.into_response()),
+        Err(err) => {
+            let status = err.status();
+            let message = if status.is_server_error() {
+                tracing::error!(error = %err, status = status.as_u16(), "admin API: request failed");
+                "the request could not be completed".to_string()
+            } else {
+                err.to_string()
+            };
+            Ok(error_response(status, message))
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! The admin HTTP surface (poem): the OpenAPI API under `/api` ([`api`]), its spec at
+//! `/openapi.json` and Swagger UI at `/docs` (assets embedded, no CDN), the web console
+//! ([`console`]), `/health`, `/ready` and Prometheus `/metrics`.
+//!
+//! Middleware, outermost first: request log and metrics, CORS (when origins are configured),
+//! JSON error bodies ([`error`]), the token check ([`auth`]), the 1 MiB body limit.
+
+pub mod api;
+pub mod auth;
+pub mod console;
+pub mod error;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use poem::endpoint::make_sync;
+use poem::error::ReadBodyError;
+use poem::http::{header, Method, StatusCode};
+use poem::listener::TcpAcceptor;
+use poem::middleware::Cors;
+use poem::web::Html;
+use poem::{Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
+
+use crate::config::AdminSettings;
+use api::AdminState;
+use auth::AuthPolicy;
+use error::error_response;
+
+/// Largest request body accepted (413 above).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// How long open connections get to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// `/metrics` gives the database this long to count executions by status.
+const METRICS_DB_TIMEOUT: Duration = Duration::from_secs(2);
+/// A process is listed as live while its heartbeat is at most this many intervals old.
+pub const PRESENCE_STALE_INTERVALS: f64 = 3.0;
+
+/// Refuses to expose the API beyond loopback without a token, unless the operator insists.
+pub fn check_exposure(settings: &AdminSettings) -> Result<(), String> {
+    if settings.is_loopback() || settings.token().is_some() || settings.allow_insecure {
+        return Ok(());
+    }
+    Err(format!(
+        "admin.host is {}, which is not a loopback address, and admin.auth_token is not set: \
+         anyone who reaches the port could create crons and run handlers. Set \
+         JOBU__ADMIN__AUTH_TOKEN (or admin.auth_token), bind 127.0.0.1, or set \
+         admin.allow_insecure: true to serve it without authentication",
+        settings.host
+    ))
+}
+
+/// Binds the admin address (after [`check_exposure`]).
+pub fn bind(settings: &AdminSettings) -> Result<TcpListener, String> {
+    check_exposure(settings)?;
+    let host = if settings.host == "localhost" {
+        "127.0.0.1"
+    } else {
+        settings.host.as_str()
+    };
+    let addr: SocketAddr = format!("{host}:{}", settings.port)
+        .parse()
+        .or_else(|_| format!("[{host}]:{}", settings.port).parse())
+        .map_err(|e| format!("admin.host {:?} is not an IP address ({e})", settings.host))?;
+    let listener = TcpListener::bind(addr)
+        .map_err(|e| format!("cannot listen on {addr} (admin.host, admin.port): {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    Ok(listener)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    app: poem::endpoint::BoxEndpoint<'static>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let acceptor = TcpAcceptor::from_std(listener)?;
+    Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(app, shutdown, Some(SHUTDOWN_GRACE))
+        .await
+}
+
+/// The whole admin application.
+pub fn app(
+    state: Arc<AdminState>,
+    settings: &AdminSettings,
+) -> poem::endpoint::BoxEndpoint<'static> {
+    crate::metrics::install();
+    let service = api::service(state.clone());
+    let original = service.spec();
+    let spec = spec_with_security(&original, settings.token().is_some());
+    let docs = service.swagger_ui_html().replacen(&original, &spec, 1);
+
+    let metrics_state = state.clone();
+    let route = Route::new()
+        .at(
+            "/openapi.json",
+            make_sync(move |_| {
+                Response::builder()
+                    .content_type("application/json")
+                    .body(spec.clone())
+            }),
+        )
+        .at("/docs", make_sync(move |_| Html(docs.clone())))
+        .at(
+            "/metrics",
+            poem::endpoint::make(move |_| {
+                let state = metrics_state.clone();
+                async move { metrics_text(&state).await }
+            }),
+        )
+        .nest("/", service);
+    let route = console::mount(route);
+
+    let policy = AuthPolicy {
+        token: settings.token().map(str::to_string),
+        metrics_auth: settings.metrics_auth,
+    };
+    let app = route
+        .around(limit_body)
+        .around(move |ep, req| auth::require_token(policy.clone(), ep, req))
+        .around(error::json_errors)
+        .boxed();
+    let app = match cors(settings) {
+        Some(cors) => app.with(cors).boxed(),
+        None => app,
+    };
+    app.around(observe).boxed()
+}
+
+/// Adds the bearer scheme to the spec when a token is configured, so clients and Swagger
+/// UI know to send it (and a spec without a token does not claim one is needed).
+fn spec_with_security(spec: &str, token: bool) -> String {
+    if !token {
+        return spec.to_string();
+    }
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(spec) else {
+        return spec.to_string();
+    };
+    doc["components"]["securitySchemes"]["bearerAuth"] = serde_json::json!({
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The value of admin.auth_token",
+    });
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for (path, ops) in paths.iter_mut() {
+            if !path.starts_with("/api/") {
+                continue;
+            }
+            if let Some(ops) = ops.as_object_mut() {
+                for op in ops.values_mut() {
+                    op["security"] = serde_json::json!([{ "bearerAuth": [] }]);
+                }
+            }
+        }
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_string())
+}
+
+async fn metrics_text(state: &AdminState) -> Response {
+    match tokio::time::timeout(METRICS_DB_TIMEOUT, state.store.status_counts()).await {
+        Ok(Ok(counts)) => crate::metrics::executions_by_status(&counts),
+        Ok(Err(e)) => tracing::warn!(error = %e, "metrics: cannot count executions"),
+        Err(_) => tracing::warn!("metrics: counting executions timed out"),
+    }
+    Response::builder()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::metrics::render())
+}
+
+fn cors(settings: &AdminSettings) -> Option<Cors> {
+    let c = &settings.cors;
+    if c.allow_origins.is_empty() {
+        return None;
+    }
+    let mut cors = Cors::new().allow_credentials(c.allow_credentials);
+    if !c.allow_origins.iter().any(|o| o == "*") {
+        cors = cors.allow_origins(c.allow_origins.iter().map(String::as_str));
+    }
+    let methods: Vec<Method> = if c.allow_methods.is_empty() {
+        vec![Method::GET, Method::POST, Method::PUT, Method::DELETE]
+    } else {
+        c.allow_methods
+            .iter()
+            .filter_map(|m| m.to_ascii_uppercase().parse().ok())
+            .collect()
+    };
+    cors = cors.allow_methods(methods);
+    let headers: Vec<String> = if c.allow_headers.is_empty() {
+        vec!["authorization".into(), "content-type".into()]
+    } else {
+        c.allow_headers.clone()
+    };
+    Some(cors.allow_headers(headers))
+}
+
+/// Middleware: bodies over [`MAX_BODY_BYTES`] are refused with 413 before any handler
+/// parses them, whether or not the client declared a length.
+async fn limit_body<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Ok(too_large());
+    }
+    match req.take_body().into_bytes_limit(MAX_BODY_BYTES).await {
+        Ok(bytes) => req.set_body(Body::from(bytes)),
+        Err(ReadBodyError::PayloadTooLarge) => return Ok(too_large()),
+        Err(e) => {
+            return Ok(error_response(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+            ))
+        }
+    }
+    next.call(req).await.map(IntoResponse::into_response)
+}
+
+/// Middleware: one debug log line and one counter per request, labelled with the route
+/// pattern (never the raw path, whose ids and junk would explode the label set).
+async fn observe<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = route_label(req.uri().path());
+    let resp = next.call(req).await.map(IntoResponse::into_response)?;
+    let status = resp.status().as_u16();
+    crate::metrics::http_request(method.as_str(), route, status);
+    tracing::debug!(
+        method = %method,
+        route,
+        status,
+        duration_ms = started.elapsed().as_millis() as u64,
+        "admin request"
+    );
+    Ok(resp)
+}
+
+fn route_label(path: &str) -> &'static str {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["api", "crons"] => "/api/crons",
+        ["api", "crons", _] => "/api/crons/{id}",
+        ["api", "crons", _, "toggle"] => "/api/crons/{id}/toggle",
+        ["api", "crons", _, "trigger"] => "/api/crons/{id}/trigger",
+        ["api", "crons", _, "next"] => "/api/crons/{id}/next",
+        ["api", "jobs"] => "/api/jobs",
+        ["api", "jobs", _] => "/api/jobs/{id}",
+        ["api", "jobs", _, "retry"] => "/api/jobs/{id}/retry",
+        ["api", "jobs", _, "cancel"] => "/api/jobs/{id}/cancel",
+        ["api", "stats"] => "/api/stats",
+        ["api", "workers"] => "/api/workers",
+        ["health"] => "/health",
+        ["ready"] => "/ready",
+        ["metrics"] => "/metrics",
+        ["docs"] => "/docs",
+        ["openapi.json"] => "/openapi.json",
+        [""] => "/",
+        ["crons"] => "/crons",
+        ["jobs"] => "/jobs",
+        ["jobs", _] => "/jobs/{id}",
+        ["console", _] => "/console/{asset}",
+        _ => "other",
+    }
+}

@@ -1,0 +1,223 @@
+//! What an operator does to executions (admin API and console): run a handler now or later,
+//! run a cron now, retry a finished execution, cancel, delete. Each state change is one
+//! conditional UPDATE or DELETE whose WHERE names the states it applies to, so it cannot
+//! race a worker's claim or transition into an impossible state: the loser sees 0 rows and
+//! gets [`Action::WrongState`] with the state it lost to.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DbErr};
+
+use super::create::{Created, NewExecution};
+use super::dialect::Sql;
+use super::{retry_transient, Store, StoreError, StoreResult};
+use crate::entities::cron_job;
+use crate::entities::job_execution::{self, ParamSource, Status};
+
+/// The error message of executions an operator cancelled before they ran.
+pub const CANCELLED_PENDING_MESSAGE: &str = "cancelled by an operator before it ran";
+
+/// States from which an operator may retry an execution.
+pub const RETRYABLE: [Status; 3] = [Status::Failed, Status::Timeout, Status::Cancelled];
+
+/// How many times a manual run is re-stamped when its instant collides with an existing
+/// row of the same cron (two runs within one clock tick).
+const TRIGGER_ATTEMPTS: u32 = 5;
+
+/// The outcome of an operator action on one execution.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action<T> {
+    Done(T),
+    NotFound,
+    /// The execution is in a state the action does not apply to.
+    WrongState(Status),
+}
+
+impl Store {
+    /// Creates an execution of `handler_name` that is not tied to a cron (`param_source`
+    /// `api`), eligible at `run_at` (default: now, by the database clock).
+    pub async fn create_adhoc(
+        &self,
+        handler_name: &str,
+        params: Option<serde_json::Value>,
+        run_at: Option<DateTime<Utc>>,
+        max_retry: i32,
+        timeout_seconds: i32,
+    ) -> StoreResult<job_execution::Model> {
+        let at = match run_at {
+            Some(t) => t,
+            None => self.now().await?,
+        };
+        let new = NewExecution {
+            job_id: None,
+            handler_name: handler_name.to_string(),
+            scheduled_time: at,
+            run_at: at,
+            params,
+            param_source: ParamSource::Api,
+            max_retry,
+            timeout_seconds,
+        };
+        match self.create_if_absent(&new).await? {
+            Created::New(id) => self.created(id).await,
+            // Ad-hoc rows have no cron, and NULL never collides in the unique key.
+            other => Err(StoreError::Invalid(format!(
+                "an ad-hoc execution was not created ({other:?})"
+            ))),
+        }
+    }
+
+    /// Runs a cron now, outside its schedule (`param_source` `manual`), with its handler,
+    /// params, retries and timeout. A cron with `allow_overlap = false` is not run while it
+    /// has a PENDING or RUNNING execution: [`StoreError::Conflict`].
+    pub async fn trigger_cron(&self, cron: &cron_job::Model) -> StoreResult<job_execution::Model> {
+        for attempt in 0..TRIGGER_ATTEMPTS {
+            let now = self.now().await?;
+            let new = NewExecution {
+                job_id: Some(cron.id),
+                handler_name: cron.handler_name.clone(),
+                scheduled_time: now,
+                run_at: now,
+                params: cron.handler_params.clone(),
+                param_source: ParamSource::Manual,
+                max_retry: cron.max_retry,
+                timeout_seconds: cron.timeout_seconds,
+            };
+            let created = if cron.allow_overlap {
+                self.create_if_absent(&new).await?
+            } else {
+                self.create_exclusive(&new).await?
+            };
+            match created {
+                Created::New(id) => return self.created(id).await,
+                Created::Overlap => {
+                    return Err(StoreError::Conflict(format!(
+                        "cron {} does not allow overlap and has an execution that is PENDING or \
+                         RUNNING",
+                        cron.id
+                    )))
+                }
+                // Same instant as another row of this cron: take the next tick.
+                Created::Exists => {
+                    tokio::time::sleep(Duration::from_millis(2 << attempt)).await;
+                }
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "cron {} was run at this instant already; try again",
+            cron.id
+        )))
+    }
+
+    async fn created(&self, id: i64) -> StoreResult<job_execution::Model> {
+        self.execution(id).await?.ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "execution {id} vanished right after it was created"
+            ))
+        })
+    }
+
+    /// FAILED, TIMEOUT or CANCELLED -> PENDING, eligible now, with a fresh retry budget
+    /// (`retry_count` 0) and the previous outcome cleared.
+    pub async fn retry_execution(&self, id: i64) -> StoreResult<Action<job_execution::Model>> {
+        let run = || async {
+            let mut q = Sql::new(self.dialect);
+            q.push("UPDATE job_executions SET status = ")
+                .bind(Status::Pending.as_str())
+                .push(", run_at = ")
+                .now()
+                .push(
+                    ", retry_count = 0, started_at = NULL, finished_at = NULL, \
+                     error_message = NULL, result = NULL, worker_id = NULL, owner_token = NULL, \
+                     lease_expires_at = NULL, cancel_requested = ",
+                )
+                .bind(false)
+                .push(", updated_at = ")
+                .now()
+                .push(" WHERE id = ")
+                .bind(id)
+                .push(" AND status IN ")
+                .bind_list(&RETRYABLE.map(Status::as_str));
+            Ok::<_, DbErr>(self.db.execute(q.build()).await?.rows_affected() == 1)
+        };
+        let changed = retry_transient(run).await?;
+        self.after_action(id, changed).await
+    }
+
+    /// PENDING -> CANCELLED at once; RUNNING gets `cancel_requested`, and its worker stops
+    /// the attempt at its next heartbeat and records CANCELLED. Final rows are refused.
+    pub async fn cancel_execution(&self, id: i64) -> StoreResult<Action<job_execution::Model>> {
+        let run = || async {
+            let mut q = Sql::new(self.dialect);
+            q.push("UPDATE job_executions SET status = ")
+                .bind(Status::Cancelled.as_str())
+                .push(", finished_at = ")
+                .now()
+                .push(", error_message = ")
+                .bind(CANCELLED_PENDING_MESSAGE)
+                .push(", updated_at = ")
+                .now()
+                .push(" WHERE id = ")
+                .bind(id)
+                .push(" AND status = ")
+                .bind(Status::Pending.as_str());
+            if self.db.execute(q.build()).await?.rows_affected() == 1 {
+                return Ok::<_, DbErr>(true);
+            }
+            let mut q = Sql::new(self.dialect);
+            q.push("UPDATE job_executions SET cancel_requested = ")
+                .bind(true)
+                .push(", updated_at = ")
+                .now()
+                .push(" WHERE id = ")
+                .bind(id)
+                .push(" AND status = ")
+                .bind(Status::Running.as_str());
+            Ok(self.db.execute(q.build()).await?.rows_affected() == 1)
+        };
+        let changed = retry_transient(run).await?;
+        self.after_action(id, changed).await
+    }
+
+    /// Deletes an execution that is not RUNNING (cancel it first).
+    pub async fn delete_execution(&self, id: i64) -> StoreResult<Action<()>> {
+        let run = || async {
+            let mut q = Sql::new(self.dialect);
+            q.push("DELETE FROM job_executions WHERE id = ")
+                .bind(id)
+                .push(" AND status <> ")
+                .bind(Status::Running.as_str());
+            Ok::<_, DbErr>(self.db.execute(q.build()).await?.rows_affected() == 1)
+        };
+        if retry_transient(run).await? {
+            return Ok(Action::Done(()));
+        }
+        Ok(match self.action_refused::<()>(id).await? {
+            Action::WrongState(s) => Action::WrongState(s),
+            _ => Action::NotFound,
+        })
+    }
+
+    async fn after_action(
+        &self,
+        id: i64,
+        changed: bool,
+    ) -> StoreResult<Action<job_execution::Model>> {
+        if !changed {
+            return self.action_refused(id).await;
+        }
+        Ok(match self.execution(id).await? {
+            Some(row) => Action::Done(row),
+            None => Action::NotFound,
+        })
+    }
+
+    /// Why an action touched no row: the row is gone, or in this state.
+    async fn action_refused<T>(&self, id: i64) -> StoreResult<Action<T>> {
+        Ok(match self.execution(id).await? {
+            None => Action::NotFound,
+            Some(row) => Action::WrongState(row.status.parse().map_err(StoreError::Invalid)?),
+        })
+    }
+}
