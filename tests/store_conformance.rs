@@ -14,7 +14,10 @@ use jobu::entities::{CronJobs, JobExecutions};
 use jobu::store::claim::ClaimRequest;
 use jobu::store::create::{Created, NewExecution};
 use jobu::store::crons::NewCron;
+use jobu::store::operator::Action;
+use jobu::store::queries::ExecutionFilter;
 use jobu::store::transition::{FailOutcome, Failure, Lease};
+use jobu::store::workers::Presence;
 use jobu::store::Store;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
 use tokio::sync::Barrier;
@@ -869,3 +872,273 @@ backend_test!(
         assert!(cancelled[0].scheduled_time > now);
     }
 );
+
+// ---- Operator actions (admin API): conditional updates that race workers safely ----
+
+backend_test!(
+    cancel_races_claim_without_a_lost_or_double_owner,
+    |db: TestDb| async move {
+        const ROWS: usize = 300;
+        seed_pending(&db.store, ROWS, 0).await;
+        let ids: Vec<i64> = JobExecutions::find()
+            .all(db.store.connection())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+
+        let barrier = Arc::new(Barrier::new(3));
+        let mut claimers = Vec::new();
+        for c in 0..2 {
+            let store = db.new_store(2).await;
+            let barrier = barrier.clone();
+            claimers.push(tokio::spawn(async move {
+                let worker = format!("claimer-{c}");
+                let h = handlers();
+                let mut mine = HashSet::new();
+                barrier.wait().await;
+                loop {
+                    let batch = store
+                        .claim(&claim_req(&worker, &h, 10))
+                        .await
+                        .expect("claim");
+                    if batch.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(batch.into_iter().map(|r| r.id));
+                }
+            }));
+        }
+        let canceller = {
+            let store = db.new_store(2).await;
+            let barrier = barrier.clone();
+            let ids = ids.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let mut cancelled = HashSet::new();
+                for id in ids {
+                    match store.cancel_execution(id).await.expect("cancel") {
+                        Action::Done(row) if row.status == Status::Cancelled.as_str() => {
+                            cancelled.insert(id);
+                        }
+                        Action::Done(row) => {
+                            assert_eq!(row.status, Status::Running.as_str());
+                            assert!(row.cancel_requested, "a running row is flagged");
+                        }
+                        other => panic!("execution {id}: {other:?}"),
+                    }
+                }
+                cancelled
+            })
+        };
+        let mut claimed = HashSet::new();
+        for c in claimers {
+            let mine = c.await.unwrap();
+            assert!(claimed.is_disjoint(&mine), "an execution claimed twice");
+            claimed.extend(mine);
+        }
+        let cancelled = canceller.await.unwrap();
+        assert!(claimed.is_disjoint(&cancelled), "claimed and cancelled");
+        assert_eq!(
+            claimed.len() + cancelled.len(),
+            ROWS,
+            "every row is accounted for"
+        );
+        assert_eq!(
+            count_status(&db.store, Status::Cancelled).await,
+            cancelled.len() as u64
+        );
+        let running = JobExecutions::find()
+            .filter(job_execution::Column::Status.eq(Status::Running.as_str()))
+            .all(db.store.connection())
+            .await
+            .unwrap();
+        assert_eq!(running.len(), claimed.len());
+        assert!(
+            running
+                .iter()
+                .all(|r| r.cancel_requested && r.owner_token.is_some()),
+            "every claimed row keeps its owner and carries the cancel request"
+        );
+    }
+);
+
+backend_test!(
+    retry_is_once_and_only_from_final_states,
+    |db: TestDb| async move {
+        let t = db.store.now().await.unwrap() - Duration::seconds(1);
+        let id = match db
+            .store
+            .create_if_absent(&execution(None, t, 0))
+            .await
+            .unwrap()
+        {
+            Created::New(id) => id,
+            other => panic!("{other:?}"),
+        };
+        // PENDING and RUNNING cannot be retried.
+        assert_eq!(
+            db.store.retry_execution(id).await.unwrap(),
+            Action::WrongState(Status::Pending)
+        );
+        let row = claim_one(&db.store, "w").await;
+        assert_eq!(
+            db.store.retry_execution(id).await.unwrap(),
+            Action::WrongState(Status::Running)
+        );
+        let token = row.owner_token.unwrap();
+        db.store
+            .fail(id, &token, Failure::Failed, "boom", 0.0)
+            .await
+            .unwrap();
+
+        // Eight operators retry the FAILED row at once: exactly one succeeds.
+        let barrier = Arc::new(Barrier::new(8));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let store = db.new_store(1).await;
+            let barrier = barrier.clone();
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                store.retry_execution(id).await.unwrap()
+            }));
+        }
+        let mut done = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Action::Done(row) => {
+                    done += 1;
+                    assert_eq!(row.status, Status::Pending.as_str());
+                    assert_eq!(row.retry_count, 0);
+                    assert!(row.error_message.is_none() && row.finished_at.is_none());
+                }
+                Action::WrongState(s) => assert_eq!(s, Status::Pending),
+                Action::NotFound => panic!("the row exists"),
+            }
+        }
+        assert_eq!(done, 1);
+        // It runs again.
+        claim_one(&db.store, "w2").await;
+        assert_eq!(
+            db.store.retry_execution(i64::MAX).await.unwrap(),
+            Action::NotFound
+        );
+    }
+);
+
+backend_test!(
+    delete_refuses_running_and_cancel_refuses_final,
+    |db: TestDb| async move {
+        let t = db.store.now().await.unwrap() - Duration::seconds(1);
+        let a = db
+            .store
+            .create_adhoc(HANDLER, None, Some(t), 0, 30)
+            .await
+            .unwrap();
+        let running = claim_one(&db.store, "w").await;
+        assert_eq!(running.id, a.id);
+        assert_eq!(
+            db.store.delete_execution(a.id).await.unwrap(),
+            Action::WrongState(Status::Running)
+        );
+        let token = running.owner_token.unwrap();
+        assert!(db.store.succeed(a.id, &token, None).await.unwrap());
+        assert_eq!(
+            db.store.cancel_execution(a.id).await.unwrap(),
+            Action::WrongState(Status::Success)
+        );
+        assert_eq!(
+            db.store.delete_execution(a.id).await.unwrap(),
+            Action::Done(())
+        );
+        assert_eq!(
+            db.store.delete_execution(a.id).await.unwrap(),
+            Action::NotFound
+        );
+    }
+);
+
+backend_test!(
+    trigger_respects_no_overlap_and_lists_filter,
+    |db: TestDb| async move {
+        let mut new = NewCron::new("solo", "0 0 1 1 *", HANDLER);
+        new.allow_overlap = false;
+        let cron = db.store.insert_cron(&new).await.unwrap();
+        let first = db.store.trigger_cron(&cron).await.unwrap();
+        assert_eq!(first.param_source, ParamSource::Manual.as_str());
+        assert!(matches!(
+            db.store.trigger_cron(&cron).await,
+            Err(jobu::store::StoreError::Conflict(_))
+        ));
+        // Overlap allowed: two quick triggers make two rows despite the unique key.
+        let many = db
+            .store
+            .insert_cron(&NewCron::new("many", "0 0 1 1 *", HANDLER))
+            .await
+            .unwrap();
+        let x = db.store.trigger_cron(&many).await.unwrap();
+        let y = db.store.trigger_cron(&many).await.unwrap();
+        assert_ne!(x.id, y.id);
+        // Duplicate names are a conflict, not a database error.
+        assert!(matches!(
+            db.store
+                .insert_cron(&NewCron::new("many", "* * * * *", HANDLER))
+                .await,
+            Err(jobu::store::StoreError::Conflict(_))
+        ));
+
+        let filter = ExecutionFilter {
+            cron_id: Some(many.id),
+            ..ExecutionFilter::default()
+        };
+        let (page, total) = db.store.list_executions(&filter, 0, 1).await.unwrap();
+        assert_eq!(total, 2);
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].cron_name.as_deref(), Some("many"));
+        let far = ExecutionFilter {
+            from: Some(Utc.with_ymd_and_hms(2100, 1, 1, 0, 0, 0).unwrap()),
+            ..ExecutionFilter::default()
+        };
+        assert_eq!(db.store.list_executions(&far, 0, 10).await.unwrap().1, 0);
+        let stats = db.store.stats().await.unwrap();
+        assert_eq!(stats.by_status[&Status::Pending], 3);
+        assert_eq!(stats.by_handler[HANDLER][&Status::Pending], 3);
+
+        // Deleting the cron keeps its executions, without the cron.
+        assert!(db.store.delete_cron(many.id).await.unwrap());
+        let view = db.store.execution_view(x.id).await.unwrap().unwrap();
+        assert_eq!(view.execution.job_id, None);
+        assert_eq!(view.cron_name, None);
+    }
+);
+
+backend_test!(presence_rows_live_and_go, |db: TestDb| async move {
+    let me = Presence {
+        id: "w-1".into(),
+        host: "h".into(),
+        pid: 7,
+        roles: vec!["worker".into()],
+        handlers: handlers(),
+        concurrency: 4,
+    };
+    db.store.beat(&me, true).await.unwrap();
+    db.store.beat(&me, false).await.unwrap();
+    let t = db.store.now().await.unwrap() - Duration::seconds(1);
+    db.store
+        .create_if_absent(&execution(None, t, 0))
+        .await
+        .unwrap();
+    claim_one(&db.store, "w-1").await;
+    let live = db.store.live_workers(30.0).await.unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].running, 1);
+    assert_eq!(live[0].handlers, handlers());
+    assert_eq!(live[0].concurrency, 4);
+    // Nothing is stale yet; a window of zero hides everyone.
+    assert_eq!(db.store.prune_workers(30.0).await.unwrap(), 0);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(db.store.live_workers(0.0).await.unwrap().is_empty());
+    db.store.leave("w-1").await.unwrap();
+    assert!(db.store.live_workers(30.0).await.unwrap().is_empty());
+});
