@@ -118,10 +118,12 @@ pub fn app(
         token: settings.token().map(str::to_string),
         metrics_auth: settings.metrics_auth,
     };
+    let allowed = Arc::new(allowed_methods(&original));
     let app = route
         .around(limit_body)
         .around(move |ep, req| auth::require_token(policy.clone(), ep, req))
         .around(error::json_errors)
+        .around(move |ep, req| add_allow(allowed.clone(), ep, req))
         .boxed();
     let app = match cors(settings) {
         Some(cors) => app.with(cors).boxed(),
@@ -157,6 +159,58 @@ fn spec_with_security(spec: &str, token: bool) -> String {
         }
     }
     serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_string())
+}
+
+/// Each spec path as segments (`None` for a parameter) with its methods.
+type AllowTable = Vec<(Vec<Option<String>>, String)>;
+
+fn allowed_methods(spec: &str) -> AllowTable {
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(spec) else {
+        return Vec::new();
+    };
+    let Some(paths) = doc["paths"].as_object() else {
+        return Vec::new();
+    };
+    paths
+        .iter()
+        .map(|(path, ops)| {
+            let segments = path
+                .trim_matches('/')
+                .split('/')
+                .map(|s| (!s.starts_with('{')).then(|| s.to_string()))
+                .collect();
+            let mut methods: Vec<String> = ops
+                .as_object()
+                .map(|o| o.keys().map(|m| m.to_ascii_uppercase()).collect())
+                .unwrap_or_default();
+            methods.sort();
+            (segments, methods.join(", "))
+        })
+        .collect()
+}
+
+/// Middleware: a 405 names the methods the path has (`Allow`, RFC 9110).
+async fn add_allow<E: Endpoint>(
+    table: Arc<AllowTable>,
+    next: E,
+    req: Request,
+) -> poem::Result<Response> {
+    let path = req.uri().path().to_string();
+    let mut resp = next.call(req).await.map(IntoResponse::into_response)?;
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let found = table.iter().find(|(pattern, _)| {
+            pattern.len() == parts.len()
+                && pattern
+                    .iter()
+                    .zip(&parts)
+                    .all(|(p, s)| p.as_deref().is_none_or(|p| p == *s))
+        });
+        if let Some(value) = found.and_then(|(_, m)| header::HeaderValue::from_str(m).ok()) {
+            resp.headers_mut().insert(header::ALLOW, value);
+        }
+    }
+    Ok(resp)
 }
 
 async fn metrics_text(state: &AdminState) -> Response {
