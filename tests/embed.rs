@@ -250,7 +250,12 @@ backend_test!(
             ids.sort();
             ids
         };
-        assert_eq!(services().len(), 2, "dispatcher and rescuer");
+        const SERVICES: usize = 3;
+        assert_eq!(
+            services().len(),
+            SERVICES,
+            "dispatcher, rescuer and presence"
+        );
         // Always the newest child: the one restarted last, so the same service each time.
         let newest = || {
             supervisor
@@ -265,7 +270,7 @@ backend_test!(
             assert!(
                 eventually(Duration::from_secs(5), || {
                     let now = services();
-                    let changed = now.len() == 2 && now != before;
+                    let changed = now.len() == SERVICES && now != before;
                     async move { changed }
                 })
                 .await,
