@@ -15,5 +15,8 @@ WORKDIR /var/lib/jobu
 ENV JOBU_CONFIG_DIR=/etc/jobu
 # The shell handler runs commands taken from the database: opt in per deployment.
 ENV JOBU__HANDLERS__SHELL__ENABLED=false
+# The admin API and console (set JOBU__ADMIN__HOST=0.0.0.0 and JOBU__ADMIN__AUTH_TOKEN to
+# reach it from outside the container).
+EXPOSE 8080
 ENTRYPOINT ["jobu"]
 CMD ["run"]
