@@ -117,6 +117,22 @@ impl ApiError {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_named_field() {
+        assert_eq!(
+            named_field("field `max_retry`: invalid type").as_deref(),
+            Some("max_retry")
+        );
+        assert_eq!(named_field("missing field `name`").as_deref(), Some("name"));
+        assert_eq!(named_field("no field here"), None);
+        assert_eq!(named_field("field `unterminated"), None);
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         ApiError::store(err)
@@ -142,16 +158,25 @@ fn code(status: StatusCode) -> &'static str {
     }
 }
 
-/// A response with the error body for `status`.
+/// A response with the error body for `status`; a message that names a field
+/// ("field `max_retry` ...", "missing field `name`") fills `field` too.
 pub fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
     let status = if status.is_client_error() || status.is_server_error() {
         status
     } else {
         StatusCode::BAD_REQUEST
     };
-    body(status, code(status), message, None)
+    let message = message.into();
+    let field = named_field(&message);
+    body(status, code(status), message.clone(), field.as_deref())
         .with_status(status)
         .into_response()
+}
+
+fn named_field(message: &str) -> Option<String> {
+    let start = message.find("field `")? + "field `".len();
+    let len = message[start..].find('`')?;
+    Some(message[start..start + len].to_string()).filter(|f| !f.is_empty())
 }
 
 /// Middleware: errors become the JSON error body with their status. Responses the handlers

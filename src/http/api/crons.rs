@@ -12,6 +12,7 @@ use super::models::{
     pages, Cron, CronCreate, CronPage, CronUpdate, Execution, FireTime, NextFireTimes,
     DEFAULT_PAGE_SIZE,
 };
+use super::strict::Strict;
 use super::{validate, AdminState, ApiTag};
 use crate::entities::cron_job::MisfirePolicy;
 use crate::http::error::ApiError;
@@ -83,8 +84,8 @@ impl CronsApi {
 
     /// Create a cron.
     #[oai(path = "/crons", method = "post", operation_id = "create_cron")]
-    async fn create(&self, body: Json<CronCreate>) -> Result<CronCreated, ApiError> {
-        let b = body.0;
+    async fn create(&self, body: Json<Strict<CronCreate>>) -> Result<CronCreated, ApiError> {
+        let b = body.0 .0;
         let timezone = b
             .timezone
             .filter(|t| !t.trim().is_empty())
@@ -139,9 +140,13 @@ impl CronsApi {
 
     /// Change a cron; absent fields keep their value.
     #[oai(path = "/crons/:id", method = "put", operation_id = "update_cron")]
-    async fn update(&self, id: Path<i64>, body: Json<CronUpdate>) -> Result<Json<Cron>, ApiError> {
+    async fn update(
+        &self,
+        id: Path<i64>,
+        body: Json<Strict<CronUpdate>>,
+    ) -> Result<Json<Cron>, ApiError> {
         let current = self.find(id.0).await?;
-        let b = body.0;
+        let b = body.0 .0;
         if let Some(name) = &b.name {
             validate::text("name", name, false)?;
         }

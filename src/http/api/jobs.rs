@@ -12,6 +12,7 @@ use super::crons::{Deleted, ExecutionCreated};
 use super::models::{
     pages, Execution, ExecutionCreate, ExecutionPage, StatusDto, DEFAULT_PAGE_SIZE,
 };
+use super::strict::Strict;
 use super::{validate, AdminState, ApiTag};
 use crate::entities::job_execution::Status;
 use crate::http::error::ApiError;
@@ -72,8 +73,11 @@ impl JobsApi {
 
     /// Run a handler once, now or at `run_at` (`param_source` `api`).
     #[oai(path = "/jobs", method = "post", operation_id = "create_job")]
-    async fn create(&self, body: Json<ExecutionCreate>) -> Result<ExecutionCreated, ApiError> {
-        let b = body.0;
+    async fn create(
+        &self,
+        body: Json<Strict<ExecutionCreate>>,
+    ) -> Result<ExecutionCreated, ApiError> {
+        let b = body.0 .0;
         let params = b.params.filter(|v| !v.is_null());
         validate::handler(
             &self.state.registry,

@@ -5,6 +5,7 @@
 pub mod crons;
 pub mod jobs;
 pub mod models;
+pub mod strict;
 pub mod system;
 pub mod validate;
 

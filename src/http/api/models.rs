@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use poem_openapi::{Enum, Object};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::entities::cron_job::{self, MisfirePolicy};
@@ -17,8 +18,9 @@ pub const MAX_PAGE_SIZE: u64 = 100;
 pub const DEFAULT_PAGE_SIZE: u64 = 20;
 
 /// What happens to fire times missed while no dispatcher ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Deserialize)]
 #[oai(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum MisfirePolicyDto {
     Skip,
     Latest,
@@ -142,8 +144,9 @@ impl From<cron_job::Model> for Cron {
 }
 
 /// A new schedule. Unknown fields are refused so a typo does not pass silently.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct CronCreate {
     /// Unique, 1 to 100 characters.
     #[oai(validator(min_length = 1, max_length = 100))]
@@ -177,12 +180,14 @@ pub struct CronCreate {
 
 /// Changes to a schedule; absent fields keep their value, `null` clears `description` and
 /// `handler_params`.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct CronUpdate {
     #[oai(validator(min_length = 1, max_length = 100))]
     pub name: Option<String>,
     #[oai(validator(max_length = 10000))]
+    #[serde(default)]
     pub description: poem_openapi::types::MaybeUndefined<String>,
     #[oai(validator(min_length = 1, max_length = 255))]
     pub cron_expression: Option<String>,
@@ -190,6 +195,7 @@ pub struct CronUpdate {
     pub timezone: Option<String>,
     #[oai(validator(min_length = 1, max_length = 100))]
     pub handler_name: Option<String>,
+    #[serde(default)]
     pub handler_params: poem_openapi::types::MaybeUndefined<Value>,
     pub is_enabled: Option<bool>,
     pub allow_overlap: Option<bool>,
@@ -305,8 +311,9 @@ impl From<ExecutionView> for Execution {
 }
 
 /// A run of a handler outside any cron.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct ExecutionCreate {
     #[oai(validator(min_length = 1, max_length = 100))]
     pub handler_name: String,

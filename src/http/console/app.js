@@ -336,12 +336,29 @@ function cronsPage() {
         {},
         el('span', { class: `badge ${cron.is_enabled ? 'on' : 'off'}`, 'data-testid': 'cron-enabled' }, cron.is_enabled ? 'enabled' : 'disabled'),
       ),
-      el('td', {}, cron.is_enabled ? timeEl(cron.next_fire_time) : el('span', { class: 'muted' }, '—')),
+      nextFireCell(cron),
       el('td', {}, timeEl(cron.last_fire_time)),
       actions,
     );
     renderActions(actions, cron);
     return row;
+  }
+
+  // next_fire_time is the dispatchers' marker, which a new or edited cron gets only when
+  // its first fire time comes near; until then the schedule itself says when that is.
+  function nextFireCell(cron) {
+    const cell = el('td', { 'data-testid': 'cron-next' });
+    if (!cron.is_enabled) {
+      cell.append(el('span', { class: 'muted' }, '—'));
+    } else if (cron.next_fire_time) {
+      cell.append(timeEl(cron.next_fire_time));
+    } else {
+      cell.append(el('span', { class: 'muted' }, '…'));
+      api('GET', `/api/crons/${cron.id}/next?count=1`)
+        .then((next) => cell.replaceChildren(timeEl(next && next.times[0] ? next.times[0].utc : null)))
+        .catch(() => cell.replaceChildren(el('span', { class: 'muted' }, '?')));
+    }
+    return cell;
   }
 
   function renderActions(cell, cron) {
@@ -487,12 +504,14 @@ function cronsPage() {
         errors.handler_params = `Params are not valid JSON: ${error.message}`;
       }
     }
-    for (const field of ['max_retry', 'timeout_seconds']) {
+    // The documented ranges, checked here too so the message lands next to the field.
+    for (const [field, min, max] of [['max_retry', 0, 100], ['timeout_seconds', 1, 86400]]) {
       const node = input(field);
       const raw = node.value.trim();
       if (raw === '' && !node.validity.badInput) continue; // left empty: the server's default
       const n = Number(raw);
       if (raw === '' || !Number.isInteger(n)) errors[field] = 'Enter a whole number.';
+      else if (n < min || n > max) errors[field] = `Must be between ${min} and ${max}.`;
       else body[field] = n;
     }
     return { body, errors };
@@ -653,7 +672,7 @@ function jobsPage() {
       el('td', {}, `${job.retry_count + 1} / ${job.max_retry + 1}`),
       el('td', {}, timeEl(job.started_at)),
       el('td', {}, timeEl(job.finished_at)),
-      el('td', { class: 'mono' }, dash(job.worker_id)),
+      el('td', {}, job.worker_id ? el('span', { class: 'mono' }, job.worker_id) : dash(null)),
     );
     // The whole row opens the execution; links inside it keep their own targets.
     row.addEventListener('click', (event) => {
@@ -741,7 +760,7 @@ function jobPage() {
       ['Finished', timeEl(job.finished_at)],
       ['Duration', dash(duration)],
       ['Timeout', `${job.timeout_seconds} s`],
-      ['Worker', el('span', { class: 'mono' }, dash(job.worker_id))],
+      ['Worker', job.worker_id ? el('span', { class: 'mono' }, job.worker_id) : dash(null)],
       ['Lease expires', timeEl(job.lease_expires_at)],
       ['Cancel requested', job.cancel_requested ? 'yes' : 'no'],
       ['Created', timeEl(job.created_at)],
