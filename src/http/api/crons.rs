@@ -296,7 +296,7 @@ impl CronsApi {
             .iter_after(Utc::now())
             .take(count.0.unwrap_or(DEFAULT_NEXT_COUNT) as usize)
             .map(|t| FireTime {
-                utc: t,
+                utc: t.into(),
                 local: t
                     .with_timezone(&zone)
                     .to_rfc3339_opts(SecondsFormat::Secs, true),

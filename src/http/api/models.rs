@@ -12,6 +12,59 @@ use crate::entities::job_execution::{ParamSource, Status};
 use crate::store::queries::ExecutionView;
 use crate::store::workers::LiveWorker;
 
+/// An instant in an answer: RFC 3339 in UTC with `Z`, as the CLI prints them (poem-openapi
+/// would write `+00:00`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instant(pub DateTime<Utc>);
+
+impl poem_openapi::types::Type for Instant {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        "string_date-time".into()
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        poem_openapi::registry::MetaSchemaRef::Inline(Box::new(
+            poem_openapi::registry::MetaSchema::new_with_format("string", "date-time"),
+        ))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl poem_openapi::types::ToJSON for Instant {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(
+            self.0.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        ))
+    }
+}
+
+impl poem_openapi::types::ParseFromJSON for Instant {
+    fn parse_from_json(value: Option<Value>) -> poem_openapi::types::ParseResult<Self> {
+        DateTime::<Utc>::parse_from_json(value)
+            .map(Instant)
+            .map_err(poem_openapi::types::ParseError::propagate)
+    }
+}
+
+impl From<DateTime<Utc>> for Instant {
+    fn from(t: DateTime<Utc>) -> Self {
+        Instant(t)
+    }
+}
+
 /// Largest page size of a list.
 pub const MAX_PAGE_SIZE: u64 = 100;
 /// Page size when none is asked for.
@@ -103,12 +156,12 @@ pub struct Cron {
     pub misfire_policy: MisfirePolicyDto,
     /// The earliest fire time the dispatchers have not created yet.
     #[oai(skip_serializing_if_is_none)]
-    pub next_fire_time: Option<DateTime<Utc>>,
+    pub next_fire_time: Option<Instant>,
     /// The latest fire time created.
     #[oai(skip_serializing_if_is_none)]
-    pub last_fire_time: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    pub last_fire_time: Option<Instant>,
+    pub created_at: Instant,
+    pub updated_at: Instant,
 }
 
 impl From<cron_job::Model> for Cron {
@@ -135,10 +188,10 @@ impl From<cron_job::Model> for Cron {
             max_retry: m.max_retry,
             timeout_seconds: m.timeout_seconds,
             misfire_policy: policy,
-            next_fire_time: m.next_fire_time,
-            last_fire_time: m.last_fire_time,
-            created_at: m.created_at,
-            updated_at: m.updated_at,
+            next_fire_time: m.next_fire_time.map(Instant),
+            last_fire_time: m.last_fire_time.map(Instant),
+            created_at: Instant(m.created_at),
+            updated_at: Instant(m.updated_at),
         }
     }
 }
@@ -219,7 +272,7 @@ pub struct CronPage {
 /// A fire time in UTC and in the cron's zone.
 #[derive(Debug, Clone, Object)]
 pub struct FireTime {
-    pub utc: DateTime<Utc>,
+    pub utc: Instant,
     /// RFC 3339 with the zone's offset at that instant.
     pub local: String,
 }
@@ -243,9 +296,9 @@ pub struct Execution {
     #[oai(skip_serializing_if_is_none)]
     pub cron_name: Option<String>,
     pub handler_name: String,
-    pub scheduled_time: DateTime<Utc>,
+    pub scheduled_time: Instant,
     /// When it may run next (the fire time, or after a retry backoff).
-    pub run_at: DateTime<Utc>,
+    pub run_at: Instant,
     pub status: StatusDto,
     #[oai(skip_serializing_if_is_none)]
     pub params: Option<Value>,
@@ -257,18 +310,18 @@ pub struct Execution {
     #[oai(skip_serializing_if_is_none)]
     pub worker_id: Option<String>,
     #[oai(skip_serializing_if_is_none)]
-    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub lease_expires_at: Option<Instant>,
     pub cancel_requested: bool,
     #[oai(skip_serializing_if_is_none)]
-    pub started_at: Option<DateTime<Utc>>,
+    pub started_at: Option<Instant>,
     #[oai(skip_serializing_if_is_none)]
-    pub finished_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<Instant>,
     #[oai(skip_serializing_if_is_none)]
     pub error_message: Option<String>,
     #[oai(skip_serializing_if_is_none)]
     pub result: Option<Value>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    pub created_at: Instant,
+    pub updated_at: Instant,
 }
 
 impl From<ExecutionView> for Execution {
@@ -289,8 +342,8 @@ impl From<ExecutionView> for Execution {
             job_id: e.job_id,
             cron_name: v.cron_name,
             handler_name: e.handler_name,
-            scheduled_time: e.scheduled_time,
-            run_at: e.run_at,
+            scheduled_time: Instant(e.scheduled_time),
+            run_at: Instant(e.run_at),
             status,
             params: e.params.filter(|v| !v.is_null()),
             param_source,
@@ -298,14 +351,14 @@ impl From<ExecutionView> for Execution {
             max_retry: e.max_retry,
             timeout_seconds: e.timeout_seconds,
             worker_id: e.worker_id,
-            lease_expires_at: e.lease_expires_at,
+            lease_expires_at: e.lease_expires_at.map(Instant),
             cancel_requested: e.cancel_requested,
-            started_at: e.started_at,
-            finished_at: e.finished_at,
+            started_at: e.started_at.map(Instant),
+            finished_at: e.finished_at.map(Instant),
             error_message: e.error_message,
             result: e.result.filter(|v| !v.is_null()),
-            created_at: e.created_at,
-            updated_at: e.updated_at,
+            created_at: Instant(e.created_at),
+            updated_at: Instant(e.updated_at),
         }
     }
 }
@@ -410,8 +463,8 @@ pub struct Worker {
     pub concurrency: i32,
     /// RUNNING executions it owns now.
     pub running: u64,
-    pub started_at: DateTime<Utc>,
-    pub last_heartbeat_at: DateTime<Utc>,
+    pub started_at: Instant,
+    pub last_heartbeat_at: Instant,
 }
 
 impl From<LiveWorker> for Worker {
@@ -424,8 +477,8 @@ impl From<LiveWorker> for Worker {
             handlers: w.handlers,
             concurrency: w.concurrency,
             running: w.running,
-            started_at: w.started_at,
-            last_heartbeat_at: w.last_heartbeat_at,
+            started_at: Instant(w.started_at),
+            last_heartbeat_at: Instant(w.last_heartbeat_at),
         }
     }
 }
