@@ -160,6 +160,10 @@ impl Runtime {
         self.settings
             .validate()
             .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+        // A configuration error: refuse before touching the database.
+        if self.roles.admin && self.settings.admin.enabled {
+            crate::http::check_exposure(&self.settings.admin).map_err(RuntimeError::Invalid)?;
+        }
         let db = self.settings.default_database();
         let url = redact_url(&db.url);
         let store = Store::connect(db)

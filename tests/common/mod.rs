@@ -7,6 +7,7 @@
 //! excluded or unreachable one fails the test instead of skipping it.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod process;
 
 use jobu::config::DatabaseSettings;
