@@ -85,6 +85,11 @@ impl ApiError {
         ApiError::Conflict(body(StatusCode::CONFLICT, error, message, None))
     }
 
+    /// A conflict caused by one field's value (a taken name).
+    pub fn conflict_on(error: &str, field: &str, message: impl Into<String>) -> Self {
+        ApiError::Conflict(body(StatusCode::CONFLICT, error, message, Some(field)))
+    }
+
     /// A value that parsed but is not acceptable; `field` names it.
     pub fn invalid(error: &str, field: &str, message: impl Into<String>) -> Self {
         ApiError::Unprocessable(body(

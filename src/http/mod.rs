@@ -20,7 +20,9 @@ use poem::http::{header, Method, StatusCode};
 use poem::listener::TcpAcceptor;
 use poem::middleware::Cors;
 use poem::web::Html;
-use poem::{Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
+use poem::{
+    Body, Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route, Server,
+};
 
 use crate::config::AdminSettings;
 use api::AdminState;
@@ -93,6 +95,7 @@ pub fn app(
     let spec = spec_with_security(&original, settings.token().is_some());
     let docs = service.swagger_ui_html().replacen(&original, &spec, 1);
 
+    let api = Arc::new(service.into_endpoint());
     let metrics_state = state.clone();
     let route = Route::new()
         .at(
@@ -111,7 +114,10 @@ pub fn app(
                 async move { metrics_text(&state).await }
             }),
         )
-        .nest("/", service);
+        // Not nested at "/": that would take the root from the console.
+        .nest_no_strip("/api", api.clone())
+        .at("/health", api.clone())
+        .at("/ready", api);
     let route = console::mount(route);
 
     let policy = AuthPolicy {

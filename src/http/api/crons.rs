@@ -330,7 +330,7 @@ fn change<T: Clone>(field: &poem_openapi::types::MaybeUndefined<T>) -> Option<Op
 fn duplicate(e: crate::store::StoreError) -> ApiError {
     match e {
         crate::store::StoreError::Conflict(message) => {
-            ApiError::conflict("duplicate_name", message)
+            ApiError::conflict_on("duplicate_name", "name", message)
         }
         other => ApiError::store(other),
     }

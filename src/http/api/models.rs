@@ -154,7 +154,8 @@ pub struct Cron {
     pub max_retry: i32,
     pub timeout_seconds: i32,
     pub misfire_policy: MisfirePolicyDto,
-    /// The earliest fire time the dispatchers have not created yet.
+    /// The next fire time: the earliest one the dispatchers have not created yet. Absent
+    /// while the cron is disabled.
     #[oai(skip_serializing_if_is_none)]
     pub next_fire_time: Option<Instant>,
     /// The latest fire time created.
@@ -166,6 +167,17 @@ pub struct Cron {
 
 impl From<cron_job::Model> for Cron {
     fn from(m: cron_job::Model) -> Self {
+        // Until a dispatcher reaches a new or edited cron its marker is empty: show the next
+        // fire time the schedule gives. A disabled cron fires at no time.
+        let next_fire_time = if !m.is_enabled {
+            None
+        } else {
+            m.next_fire_time.or_else(|| {
+                crate::schedule::Schedule::parse(&m.cron_expression, &m.timezone)
+                    .ok()
+                    .and_then(|s| s.next_after(Utc::now()))
+            })
+        };
         let policy = match m
             .misfire_policy
             .parse::<MisfirePolicy>()
@@ -188,7 +200,7 @@ impl From<cron_job::Model> for Cron {
             max_retry: m.max_retry,
             timeout_seconds: m.timeout_seconds,
             misfire_policy: policy,
-            next_fire_time: m.next_fire_time.map(Instant),
+            next_fire_time: next_fire_time.map(Instant),
             last_fire_time: m.last_fire_time.map(Instant),
             created_at: Instant(m.created_at),
             updated_at: Instant(m.updated_at),
