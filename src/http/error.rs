@@ -122,22 +122,6 @@ impl ApiError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_named_field() {
-        assert_eq!(
-            named_field("field `max_retry`: invalid type").as_deref(),
-            Some("max_retry")
-        );
-        assert_eq!(named_field("missing field `name`").as_deref(), Some("name"));
-        assert_eq!(named_field("no field here"), None);
-        assert_eq!(named_field("field `unterminated"), None);
-    }
-}
-
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         ApiError::store(err)
@@ -201,5 +185,21 @@ pub async fn json_errors<E: Endpoint>(next: E, req: Request) -> poem::Result<Res
             };
             Ok(error_response(status, message))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_named_field() {
+        assert_eq!(
+            named_field("field `max_retry`: invalid type").as_deref(),
+            Some("max_retry")
+        );
+        assert_eq!(named_field("missing field `name`").as_deref(), Some("name"));
+        assert_eq!(named_field("no field here"), None);
+        assert_eq!(named_field("field `unterminated"), None);
     }
 }
