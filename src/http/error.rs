@@ -20,7 +20,6 @@ pub struct ErrorBody {
     /// One line for an operator.
     pub message: String,
     /// The request field at fault, when there is one.
-    #[oai(skip_serializing_if_is_none)]
     pub field: Option<String>,
 }
 
@@ -147,8 +146,8 @@ fn code(status: StatusCode) -> &'static str {
     }
 }
 
-/// A response with the error body for `status`; a message that names a field
-/// ("field `max_retry` ...", "missing field `name`") fills `field` too.
+/// A response with the error body for `status`; a message that names a field or parameter
+/// ("field `max_retry` ...", "missing field `name`", "parameter `size`") fills `field` too.
 pub fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
     let status = if status.is_client_error() || status.is_server_error() {
         status
@@ -163,9 +162,26 @@ pub fn error_response(status: StatusCode, message: impl Into<String>) -> Respons
 }
 
 fn named_field(message: &str) -> Option<String> {
-    let start = message.find("field `")? + "field `".len();
-    let len = message[start..].find('`')?;
-    Some(message[start..start + len].to_string()).filter(|f| !f.is_empty())
+    ["field `", "parameter `"].iter().find_map(|marker| {
+        let start = message.find(marker)? + marker.len();
+        let len = message[start..].find('`')?;
+        Some(message[start..start + len].to_string()).filter(|f| !f.is_empty())
+    })
+}
+
+/// poem-openapi's parse messages without its internal type names.
+fn readable(message: &str) -> String {
+    let mut m = message
+        .replacen("parse request payload error: ", "invalid request body: ", 1)
+        .replacen(
+            "failed to parse path `param0`",
+            "invalid path parameter `id`",
+            1,
+        );
+    for internal in ["CronCreate", "CronUpdate", "ExecutionCreate"] {
+        m = m.replacen(&format!("failed to parse \"{internal}\": "), "", 1);
+    }
+    m
 }
 
 /// Middleware: errors become the JSON error body with their status. Responses the handlers
@@ -176,13 +192,18 @@ pub async fn json_errors<E: Endpoint>(next: E, req: Request) -> poem::Result<Res
         Ok(resp) => Ok(resp.into_response()),
         Err(err) if err.is_from_response() => Ok(err.into_response()),
         Err(err) => {
-            let status = err.status();
+            let mut status = err.status();
             let message = if status.is_server_error() {
                 tracing::error!(error = %err, status = status.as_u16(), "admin API: request failed");
                 "the request could not be completed".to_string()
             } else {
-                err.to_string()
+                readable(&err.to_string())
             };
+            // A value that parsed but broke a documented range or length is invalid input,
+            // like a bad cron expression: 422. Unparseable input stays 400.
+            if status == StatusCode::BAD_REQUEST && message.contains("verification failed") {
+                status = StatusCode::UNPROCESSABLE_ENTITY;
+            }
             Ok(error_response(status, message))
         }
     }
@@ -199,6 +220,10 @@ mod tests {
             Some("max_retry")
         );
         assert_eq!(named_field("missing field `name`").as_deref(), Some("name"));
+        assert_eq!(
+            named_field("failed to parse parameter `size`: verification failed").as_deref(),
+            Some("size")
+        );
         assert_eq!(named_field("no field here"), None);
         assert_eq!(named_field("field `unterminated"), None);
     }

@@ -1,6 +1,7 @@
 //! The admin HTTP surface (poem): the OpenAPI API under `/api` ([`api`]), its spec at
 //! `/openapi.json` and Swagger UI at `/docs` (assets embedded, no CDN), the web console
-//! ([`console`]), `/health`, `/ready` and Prometheus `/metrics`.
+//! ([`console`]), `/health`, `/ready` and Prometheus `/metrics`. [`spec`] completes the
+//! generated OpenAPI document.
 //!
 //! Middleware, outermost first: request log and metrics, CORS (when origins are configured),
 //! JSON error bodies ([`error`]), the token check ([`auth`]), the 1 MiB body limit.
@@ -9,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod console;
 pub mod error;
+pub mod spec;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -92,7 +94,7 @@ pub fn app(
     crate::metrics::install();
     let service = api::service(state.clone());
     let original = service.spec();
-    let spec = spec_with_security(&original, settings.token().is_some());
+    let spec = spec::finish(&original, settings.token().is_some());
     let docs = service.swagger_ui_html().replacen(&original, &spec, 1);
 
     let api = Arc::new(service.into_endpoint());
@@ -136,35 +138,6 @@ pub fn app(
         None => app,
     };
     app.around(observe).boxed()
-}
-
-/// Adds the bearer scheme to the spec when a token is configured, so clients and Swagger
-/// UI know to send it (and a spec without a token does not claim one is needed).
-fn spec_with_security(spec: &str, token: bool) -> String {
-    if !token {
-        return spec.to_string();
-    }
-    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(spec) else {
-        return spec.to_string();
-    };
-    doc["components"]["securitySchemes"]["bearerAuth"] = serde_json::json!({
-        "type": "http",
-        "scheme": "bearer",
-        "description": "The value of admin.auth_token",
-    });
-    if let Some(paths) = doc["paths"].as_object_mut() {
-        for (path, ops) in paths.iter_mut() {
-            if !path.starts_with("/api/") {
-                continue;
-            }
-            if let Some(ops) = ops.as_object_mut() {
-                for op in ops.values_mut() {
-                    op["security"] = serde_json::json!([{ "bearerAuth": [] }]);
-                }
-            }
-        }
-    }
-    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_string())
 }
 
 /// Each spec path as segments (`None` for a parameter) with its methods.

@@ -1,6 +1,7 @@
-//! The JSON shapes of the admin API. Optional response fields are left out when empty (the
-//! spec is OpenAPI 3.0, where `null` is not a string); JSON documents (params, results) are
-//! free-form. Request ranges live in the schema, so a generated client knows them too.
+//! The JSON shapes of the admin API. Empty optional fields are `null`, as the original system
+//! answered (the spec marks them nullable: `crate::http::spec`); JSON documents (params,
+//! results) are free-form. Request ranges live in the schema, so a generated client knows
+//! them too.
 
 use chrono::{DateTime, Utc};
 use poem_openapi::{Enum, Object};
@@ -142,12 +143,10 @@ pub enum ParamSourceDto {
 pub struct Cron {
     pub id: i64,
     pub name: String,
-    #[oai(skip_serializing_if_is_none)]
     pub description: Option<String>,
     pub cron_expression: String,
     pub timezone: String,
     pub handler_name: String,
-    #[oai(skip_serializing_if_is_none)]
     pub handler_params: Option<Value>,
     pub is_enabled: bool,
     pub allow_overlap: bool,
@@ -156,10 +155,8 @@ pub struct Cron {
     pub misfire_policy: MisfirePolicyDto,
     /// The next fire time: the earliest one the dispatchers have not created yet. Absent
     /// while the cron is disabled.
-    #[oai(skip_serializing_if_is_none)]
     pub next_fire_time: Option<Instant>,
     /// The latest fire time created.
-    #[oai(skip_serializing_if_is_none)]
     pub last_fire_time: Option<Instant>,
     pub created_at: Instant,
     pub updated_at: Instant,
@@ -303,34 +300,25 @@ pub struct NextFireTimes {
 pub struct Execution {
     pub id: i64,
     /// The cron; absent for ad-hoc runs and deleted crons.
-    #[oai(skip_serializing_if_is_none)]
     pub job_id: Option<i64>,
-    #[oai(skip_serializing_if_is_none)]
     pub cron_name: Option<String>,
     pub handler_name: String,
     pub scheduled_time: Instant,
     /// When it may run next (the fire time, or after a retry backoff).
     pub run_at: Instant,
     pub status: StatusDto,
-    #[oai(skip_serializing_if_is_none)]
     pub params: Option<Value>,
     pub param_source: ParamSourceDto,
     /// Retries so far; the current or last attempt is number retry_count + 1.
     pub retry_count: i32,
     pub max_retry: i32,
     pub timeout_seconds: i32,
-    #[oai(skip_serializing_if_is_none)]
     pub worker_id: Option<String>,
-    #[oai(skip_serializing_if_is_none)]
     pub lease_expires_at: Option<Instant>,
     pub cancel_requested: bool,
-    #[oai(skip_serializing_if_is_none)]
     pub started_at: Option<Instant>,
-    #[oai(skip_serializing_if_is_none)]
     pub finished_at: Option<Instant>,
-    #[oai(skip_serializing_if_is_none)]
     pub error_message: Option<String>,
-    #[oai(skip_serializing_if_is_none)]
     pub result: Option<Value>,
     pub created_at: Instant,
     pub updated_at: Instant,
@@ -446,9 +434,7 @@ pub struct LagStats {
     /// How many of the latest started executions are looked at, at most.
     pub sample_size: u64,
     pub count: u64,
-    #[oai(skip_serializing_if_is_none)]
     pub avg: Option<f64>,
-    #[oai(skip_serializing_if_is_none)]
     pub max: Option<f64>,
 }
 
@@ -457,7 +443,6 @@ pub struct Stats {
     pub by_status: StatusCounts,
     pub by_handler: Vec<HandlerCounts>,
     /// How long the oldest due PENDING execution has waited; absent when none waits.
-    #[oai(skip_serializing_if_is_none)]
     pub oldest_pending_age_seconds: Option<f64>,
     pub schedule_lag_seconds: LagStats,
     /// The handlers this admin process accepts for new crons and runs.
