@@ -60,7 +60,7 @@ pub fn install() -> Option<&'static PrometheusHandle> {
 fn describe() {
     describe_counter!(
         "jobu_executions_total",
-        "Executions this process brought to a final status, by handler and status"
+        "Executions this process brought to a final status (as worker or rescuer), by handler and status"
     );
     describe_counter!(
         "jobu_attempts_total",

@@ -131,6 +131,12 @@ async fn rescue(state: &mut RescuerState) -> StoreResult<()> {
                 rescued_by = %state.shared.worker_id,
                 "lease expired: execution rescued"
             );
+            // The attempt's worker is gone, so the rescue is what ends a final one.
+            if let Ok(status) = row.status.parse::<Status>() {
+                if status.is_final() {
+                    crate::metrics::execution_finished(&row.handler_name, status);
+                }
+            }
         }
         if rows.len() < state.config.batch as usize {
             return Ok(());
