@@ -2268,3 +2268,89 @@ mod ready_fails_without_database {
         common::run(Backend::MySql, body).await
     }
 }
+
+/// CORS comes from `admin.cors`: a listed origin gets the headers (preflight included, before
+/// authentication), any other origin none; without origins there are no CORS headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_follows_config() {
+    common::run(Backend::Sqlite, |db: TestDb| async move {
+        const ALLOWED: &str = "https://ops.example.com";
+        let server = AdminServer::start(
+            &db,
+            "admin",
+            "cors",
+            &[
+                ("JOBU__ADMIN__CORS__ALLOW_ORIGINS", ALLOWED),
+                ("JOBU__ADMIN__AUTH_TOKEN", "s3cret"),
+            ],
+        )
+        .await;
+        let http = reqwest::Client::new();
+        let url = format!("{}/api/crons", server.api.base);
+        let preflight = http
+            .request(Method::OPTIONS, &url)
+            .header("Origin", ALLOWED)
+            .header("Access-Control-Request-Method", "POST")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization, content-type",
+            )
+            .send()
+            .await
+            .expect("preflight");
+        assert!(preflight.status().is_success(), "{}", preflight.status());
+        let allow = preflight.headers().get("access-control-allow-origin");
+        assert_eq!(
+            allow.and_then(|v| v.to_str().ok()),
+            Some(ALLOWED),
+            "{:?}",
+            preflight.headers()
+        );
+        let methods = preflight
+            .headers()
+            .get("access-control-allow-methods")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_uppercase();
+        assert!(
+            methods.contains("POST") && methods.contains("DELETE"),
+            "{methods}"
+        );
+
+        let get = http
+            .get(&url)
+            .header("Origin", ALLOWED)
+            .bearer_auth("s3cret")
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(get.status(), 200);
+        assert!(get.headers().contains_key("access-control-allow-origin"));
+
+        let foreign = http
+            .request(Method::OPTIONS, &url)
+            .header("Origin", "https://evil.example.net")
+            .header("Access-Control-Request-Method", "POST")
+            .send()
+            .await
+            .expect("foreign preflight");
+        assert!(
+            !foreign
+                .headers()
+                .contains_key("access-control-allow-origin"),
+            "{:?}",
+            foreign.headers()
+        );
+
+        // No origins configured: no CORS headers at all.
+        let plain = AdminServer::start(&db, "admin", "no-cors", &[]).await;
+        let reply = http
+            .get(format!("{}/api/crons", plain.api.base))
+            .header("Origin", ALLOWED)
+            .send()
+            .await
+            .expect("get");
+        assert!(!reply.headers().contains_key("access-control-allow-origin"));
+    })
+    .await;
+}
