@@ -74,7 +74,7 @@ fn describe() {
     describe_histogram!(
         "jobu_schedule_lag_seconds",
         Unit::Seconds,
-        "Start of an attempt minus its scheduled time, by handler"
+        "Start of a first attempt minus its scheduled time, by handler"
     );
     describe_gauge!(
         "jobu_executions",

@@ -545,6 +545,10 @@ async fn start_attempt(myself: &ActorRef<PoolMsg>, state: &mut PoolState, row: E
                 lag_ms,
                 "attempt started"
             );
+            // Lag of first attempts only: a retry starts late by design (its backoff).
+            if row.retry_count == 0 {
+                crate::metrics::schedule_lag(&row.handler_name, lag_ms as f64 / 1000.0);
+            }
             let cell = actor.get_cell();
             state.by_actor.insert(cell.get_id(), id);
             let now = Instant::now();
@@ -559,10 +563,6 @@ async fn start_attempt(myself: &ActorRef<PoolMsg>, state: &mut PoolState, row: E
                     ending: None,
                     deadline: send_later(myself, timeout, PoolMsg::Deadline(id)),
                 },
-            );
-            crate::metrics::schedule_lag(
-                &state.running[&id].execution.handler_name,
-                lag_ms as f64 / 1000.0,
             );
             crate::metrics::task_actors_running(state.running.len());
         }
