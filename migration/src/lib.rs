@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_initial;
 mod m20261126_000002_workers;
+mod m20261126_000003_execution_list_index;
 pub mod types;
 
 pub struct Migrator;
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261126_000001_initial::Migration),
             Box::new(m20261126_000002_workers::Migration),
+            Box::new(m20261126_000003_execution_list_index::Migration),
         ]
     }
 }

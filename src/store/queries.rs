@@ -163,8 +163,23 @@ impl Store {
     }
 
     /// Execution counts by status (every status present, zeros included).
+    /// Grouped by status alone, so the (status, run_at) index answers it without reading
+    /// the table: `/metrics` runs it at every scrape.
     pub async fn status_counts(&self) -> StoreResult<BTreeMap<Status, u64>> {
-        Ok(sum_by_status(&self.handler_status_counts().await?))
+        #[derive(FromQueryResult)]
+        struct ByStatus {
+            status: String,
+            total: i64,
+        }
+        let mut q = Sql::new(self.dialect);
+        q.push("SELECT status, COUNT(*) AS total FROM job_executions GROUP BY status");
+        let mut counts: BTreeMap<Status, u64> = Status::ALL.iter().map(|s| (*s, 0)).collect();
+        for row in ByStatus::find_by_statement(q.build()).all(&self.db).await? {
+            if let Ok(status) = row.status.parse::<Status>() {
+                *counts.entry(status).or_default() += row.total.max(0) as u64;
+            }
+        }
+        Ok(counts)
     }
 
     async fn handler_status_counts(&self) -> StoreResult<BTreeMap<String, BTreeMap<Status, u64>>> {
