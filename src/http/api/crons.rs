@@ -9,8 +9,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::models::{
-    pages, Cron, CronCreate, CronPage, CronUpdate, Execution, FireTime, NextFireTimes,
-    DEFAULT_PAGE_SIZE,
+    Cron, CronCreate, CronUpdate, Execution, FireTime, NextFireTimes, Page, DEFAULT_PAGE_SIZE,
 };
 use super::strict::Strict;
 use super::{validate, AdminState, ApiTag};
@@ -65,7 +64,7 @@ impl CronsApi {
         size: Query<Option<u64>>,
         /// Only enabled (true) or disabled (false) crons.
         is_enabled: Query<Option<bool>>,
-    ) -> Result<Json<CronPage>, ApiError> {
+    ) -> Result<Json<Page<Cron>>, ApiError> {
         let page = page.0.unwrap_or(1);
         let size = size.0.unwrap_or(DEFAULT_PAGE_SIZE);
         let (items, total) = self
@@ -73,13 +72,8 @@ impl CronsApi {
             .store
             .list_crons(is_enabled.0, (page - 1) * size, size)
             .await?;
-        Ok(Json(CronPage {
-            items: items.into_iter().map(Cron::from).collect(),
-            total,
-            page,
-            size,
-            pages: pages(total, size),
-        }))
+        let items = items.into_iter().map(Cron::from).collect();
+        Ok(Json(Page::new(items, total, page, size)))
     }
 
     /// Create a cron.

@@ -9,9 +9,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::OpenApi;
 
 use super::crons::{Deleted, ExecutionCreated};
-use super::models::{
-    pages, Execution, ExecutionCreate, ExecutionPage, StatusDto, DEFAULT_PAGE_SIZE,
-};
+use super::models::{Execution, ExecutionCreate, Page, StatusDto, DEFAULT_PAGE_SIZE};
 use super::strict::Strict;
 use super::{validate, AdminState, ApiTag};
 use crate::entities::job_execution::Status;
@@ -48,7 +46,7 @@ impl JobsApi {
         from_date: Query<Option<DateTime<Utc>>>,
         /// Only fire times at or before this instant.
         to_date: Query<Option<DateTime<Utc>>>,
-    ) -> Result<Json<ExecutionPage>, ApiError> {
+    ) -> Result<Json<Page<Execution>>, ApiError> {
         let page = page.0.unwrap_or(1);
         let size = size.0.unwrap_or(DEFAULT_PAGE_SIZE);
         let filter = ExecutionFilter {
@@ -62,13 +60,8 @@ impl JobsApi {
             .store
             .list_executions(&filter, (page - 1) * size, size)
             .await?;
-        Ok(Json(ExecutionPage {
-            items: items.into_iter().map(Execution::from).collect(),
-            total,
-            page,
-            size,
-            pages: pages(total, size),
-        }))
+        let items = items.into_iter().map(Execution::from).collect();
+        Ok(Json(Page::new(items, total, page, size)))
     }
 
     /// Run a handler once, now or at `run_at` (`param_source` `api`).

@@ -73,7 +73,7 @@ pub const DEFAULT_PAGE_SIZE: u64 = 20;
 
 /// What happens to fire times missed while no dispatcher ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Deserialize)]
-#[oai(rename_all = "lowercase")]
+#[oai(rename_all = "lowercase", rename = "MisfirePolicy")]
 #[serde(rename_all = "lowercase")]
 pub enum MisfirePolicyDto {
     Skip,
@@ -93,7 +93,7 @@ impl From<MisfirePolicyDto> for MisfirePolicy {
 
 /// The state of an execution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+#[oai(rename_all = "SCREAMING_SNAKE_CASE", rename = "Status")]
 pub enum StatusDto {
     Pending,
     Running,
@@ -131,7 +131,7 @@ impl From<Status> for StatusDto {
 
 /// Where an execution came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "lowercase")]
+#[oai(rename_all = "lowercase", rename = "ParamSource")]
 pub enum ParamSourceDto {
     Cron,
     Manual,
@@ -268,14 +268,27 @@ pub struct CronUpdate {
     pub misfire_policy: Option<MisfirePolicyDto>,
 }
 
-/// One page of crons.
+/// One page of a list, and where it stands in the whole.
 #[derive(Debug, Clone, Object)]
-pub struct CronPage {
-    pub items: Vec<Cron>,
+pub struct Page<T: poem_openapi::types::ParseFromJSON + poem_openapi::types::ToJSON> {
+    pub items: Vec<T>,
+    /// How many match in all.
     pub total: u64,
     pub page: u64,
     pub size: u64,
     pub pages: u64,
+}
+
+impl<T: poem_openapi::types::ParseFromJSON + poem_openapi::types::ToJSON> Page<T> {
+    pub fn new(items: Vec<T>, total: u64, page: u64, size: u64) -> Self {
+        Page {
+            items,
+            total,
+            page,
+            size,
+            pages: total.div_ceil(size.max(1)),
+        }
+    }
 }
 
 /// A fire time in UTC and in the cron's zone.
@@ -381,16 +394,6 @@ pub struct ExecutionCreate {
     pub timeout_seconds: Option<i32>,
 }
 
-/// One page of executions.
-#[derive(Debug, Clone, Object)]
-pub struct ExecutionPage {
-    pub items: Vec<Execution>,
-    pub total: u64,
-    pub page: u64,
-    pub size: u64,
-    pub pages: u64,
-}
-
 /// Counts per status; every status is present.
 #[derive(Debug, Clone, Object)]
 pub struct StatusCounts {
@@ -490,9 +493,4 @@ pub struct Readiness {
     pub status: String,
     pub database: String,
     pub pending_migrations: u64,
-}
-
-/// `ceil(total / size)`.
-pub fn pages(total: u64, size: u64) -> u64 {
-    total.div_ceil(size.max(1))
 }
