@@ -2354,3 +2354,40 @@ async fn cors_follows_config() {
     })
     .await;
 }
+
+/// The spec's request examples are accepted as they are (Swagger UI's "Try it out" starts
+/// from them), and `handler_name` lists exactly the handlers the server accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_examples_are_accepted() {
+    common::run(Backend::Sqlite, |db: TestDb| async move {
+        let server = AdminServer::start(&db, "admin", "examples", &[]).await;
+        let spec = server.api.get("/openapi.json").await.expect(200);
+        let schemas = &spec["components"]["schemas"];
+        let stats = server.api.get("/api/stats").await.expect(200);
+        for name in ["CronCreate", "ExecutionCreate"] {
+            assert_eq!(
+                schemas[name]["properties"]["handler_name"]["enum"], stats["handlers"],
+                "{name}"
+            );
+        }
+        let cron = server
+            .api
+            .post("/api/crons", &schemas["CronCreate"]["example"])
+            .await
+            .expect(201);
+        server
+            .api
+            .put(
+                &format!("/api/crons/{}", cron["id"]),
+                &schemas["CronUpdate"]["example"],
+            )
+            .await
+            .expect(200);
+        server
+            .api
+            .post("/api/jobs", &schemas["ExecutionCreate"]["example"])
+            .await
+            .expect(201);
+    })
+    .await;
+}

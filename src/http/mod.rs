@@ -94,7 +94,11 @@ pub fn app(
     crate::metrics::install();
     let service = api::service(state.clone());
     let original = service.spec();
-    let spec = spec::finish(&original, settings.token().is_some());
+    let spec = spec::finish(
+        &original,
+        settings.token().is_some(),
+        &state.registry.names(),
+    );
     let docs = service.swagger_ui_html().replacen(&original, &spec, 1);
 
     let api = Arc::new(service.into_endpoint());

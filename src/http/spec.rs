@@ -2,6 +2,8 @@
 //! - optional properties are `nullable` (answers carry `null` for empty fields, as the
 //!   original system's did, and requests may send `null` for "unset");
 //! - request bodies that refuse unknown fields say so (`additionalProperties: false`);
+//! - `handler_name` lists the handlers this binary has, so a client knows them up front;
+//! - request bodies carry a valid example (Swagger UI's "Try it out" starts from it);
 //! - with a token configured, the `/api` operations name the bearer scheme, so clients and
 //!   Swagger UI send it (without one, the spec claims no authentication).
 
@@ -11,16 +13,29 @@ use serde_json::{json, Value};
 const CLOSED_SCHEMAS: [&str; 3] = ["CronCreate", "CronUpdate", "ExecutionCreate"];
 
 /// The spec as served.
-pub fn finish(spec: &str, token: bool) -> String {
+pub fn finish(spec: &str, token: bool, handlers: &[String]) -> String {
     let Ok(mut doc) = serde_json::from_str::<Value>(spec) else {
         return spec.to_string();
     };
-    if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        let handler = handlers
+            .iter()
+            .find(|h| h.as_str() == "noop")
+            .or(handlers.first());
         for (name, schema) in schemas.iter_mut() {
-            nullable_optionals(schema);
             if CLOSED_SCHEMAS.contains(&name.as_str()) {
                 schema["additionalProperties"] = Value::Bool(false);
+                if let Some(handler) = schema.pointer_mut("/properties/handler_name") {
+                    handler["enum"] = json!(handlers);
+                }
+                if let Some(example) = example(name, handler) {
+                    schema["example"] = example;
+                }
             }
+            nullable_optionals(schema);
         }
     }
     if token {
@@ -45,6 +60,25 @@ pub fn finish(spec: &str, token: bool) -> String {
     serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_string())
 }
 
+/// A request body the server accepts as it is.
+fn example(schema: &str, handler: Option<&String>) -> Option<Value> {
+    let handler = handler?;
+    Some(match schema {
+        "CronCreate" => json!({
+            "name": "nightly-report",
+            "description": "Runs at 02:30 Berlin time",
+            "cron_expression": "30 2 * * *",
+            "timezone": "Europe/Berlin",
+            "handler_name": handler,
+            "max_retry": 3,
+            "timeout_seconds": 300,
+        }),
+        "CronUpdate" => json!({ "cron_expression": "0 3 * * *", "is_enabled": true }),
+        "ExecutionCreate" => json!({ "handler_name": handler, "max_retry": 0 }),
+        _ => return None,
+    })
+}
+
 /// Marks every property outside `required` nullable; a `$ref` is wrapped in `allOf`, since
 /// OpenAPI 3.0 ignores siblings of `$ref`.
 fn nullable_optionals(schema: &mut Value) {
@@ -56,7 +90,8 @@ fn nullable_optionals(schema: &mut Value) {
                 .collect()
         })
         .unwrap_or_default();
-    let Some(props) = schema["properties"].as_object_mut() else {
+    // `get_mut`, not `schema["properties"]`: indexing a Value mutably inserts a null.
+    let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
         return;
     };
     for (name, prop) in props.iter_mut() {
@@ -67,6 +102,10 @@ fn nullable_optionals(schema: &mut Value) {
             *prop = json!({ "allOf": [{ "$ref": reference }], "nullable": true });
         } else if let Some(obj) = prop.as_object_mut() {
             obj.insert("nullable".into(), Value::Bool(true));
+            // OpenAPI 3.0.3: an enum must list null itself for null to be valid.
+            if let Some(values) = obj.get_mut("enum").and_then(Value::as_array_mut) {
+                values.push(Value::Null);
+            }
         }
     }
 }
@@ -81,26 +120,35 @@ mod tests {
             "openapi": "3.0.0",
             "paths": {"/api/x": {"get": {}}, "/health": {"get": {}}},
             "components": {"schemas": {
-                "CronCreate": {"type": "object", "required": ["name"], "properties": {
+                "CronCreate": {"type": "object", "required": ["name", "handler_name"], "properties": {
                     "name": {"type": "string"},
+                    "handler_name": {"type": "string"},
                     "description": {"type": "string"},
                     "misfire_policy": {"$ref": "#/components/schemas/P"}
-                }}
+                }},
+                "P": {"type": "string", "enum": ["a", "b"]}
             }}
         })
         .to_string();
-        let out: Value = serde_json::from_str(&finish(&spec, true)).unwrap();
+        let handlers = vec!["noop".to_string()];
+        let out: Value = serde_json::from_str(&finish(&spec, true, &handlers)).unwrap();
         let s = &out["components"]["schemas"]["CronCreate"];
         assert_eq!(s["properties"]["name"].get("nullable"), None);
         assert_eq!(s["properties"]["description"]["nullable"], true);
         assert_eq!(s["properties"]["misfire_policy"]["nullable"], true);
         assert_eq!(s["additionalProperties"], false);
+        assert_eq!(s["properties"]["handler_name"]["enum"], json!(["noop"]));
+        // Schemas without properties stay as they were.
+        assert_eq!(
+            out["components"]["schemas"]["P"],
+            json!({"type": "string", "enum": ["a", "b"]})
+        );
         assert_eq!(
             out["paths"]["/api/x"]["get"]["security"][0]["bearerAuth"],
             json!([])
         );
         assert_eq!(out["paths"]["/health"]["get"].get("security"), None);
-        let open: Value = serde_json::from_str(&finish(&spec, false)).unwrap();
+        let open: Value = serde_json::from_str(&finish(&spec, false, &handlers)).unwrap();
         assert!(open["components"].get("securitySchemes").is_none());
     }
 }

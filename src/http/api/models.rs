@@ -221,7 +221,7 @@ pub struct CronCreate {
     /// IANA time zone the expression is read in; default `UTC`.
     #[oai(validator(max_length = 64))]
     pub timezone: Option<String>,
-    /// A handler this binary has (see `GET /api/stats` or the error message for the list).
+    /// A handler this binary has; the spec lists them (`enum`), as does `GET /api/stats`.
     #[oai(validator(min_length = 1, max_length = 100))]
     pub handler_name: String,
     /// Params given to the handler; the handler checks them.
