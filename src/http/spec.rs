@@ -2,7 +2,8 @@
 //! - optional properties are `nullable` (answers carry `null` for empty fields, as the
 //!   original system's did, and requests may send `null` for "unset");
 //! - request bodies that refuse unknown fields say so (`additionalProperties: false`);
-//! - `handler_name` lists the handlers this binary has, so a client knows them up front;
+//! - `handler_name` lists the handlers this binary has and `timezone` the IANA zones (and
+//!   `""` for UTC), so a client knows the accepted values up front;
 //! - request bodies carry a valid example (Swagger UI's "Try it out" starts from it);
 //! - with a token configured, the `/api` operations name the bearer scheme, so clients and
 //!   Swagger UI send it (without one, the spec claims no authentication).
@@ -31,6 +32,9 @@ pub fn finish(spec: &str, token: bool, handlers: &[String]) -> String {
                 if let Some(handler) = schema.pointer_mut("/properties/handler_name") {
                     handler["enum"] = json!(handlers);
                 }
+                if let Some(zone) = schema.pointer_mut("/properties/timezone") {
+                    zone["enum"] = json!(zone_names());
+                }
                 if let Some(example) = example(name, handler) {
                     schema["example"] = example;
                 }
@@ -58,6 +62,13 @@ pub fn finish(spec: &str, token: bool, handlers: &[String]) -> String {
         }
     }
     serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_string())
+}
+
+/// Every IANA zone name the server accepts, and `""` (UTC).
+fn zone_names() -> Vec<&'static str> {
+    std::iter::once("")
+        .chain(chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()))
+        .collect()
 }
 
 /// A request body the server accepts as it is.

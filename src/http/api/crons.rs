@@ -82,7 +82,7 @@ impl CronsApi {
         let b = body.0 .0;
         let timezone = b
             .timezone
-            .filter(|t| !t.trim().is_empty())
+            .filter(|t| !t.is_empty())
             .unwrap_or_else(|| DEFAULT_TIMEZONE.to_string());
         validate::text("name", &b.name, false)?;
         if let Some(d) = &b.description {
@@ -149,7 +149,7 @@ impl CronsApi {
             validate::text("description", d, true)?;
         }
         let timezone = b.timezone.map(|t| {
-            if t.trim().is_empty() {
+            if t.is_empty() {
                 DEFAULT_TIMEZONE.to_string()
             } else {
                 t

@@ -55,6 +55,13 @@ pub fn schedule(
 ) -> Result<Schedule, ApiError> {
     text("cron_expression", expression, false)?;
     text("timezone", timezone, false)?;
+    if timezone.trim() != timezone {
+        return Err(ApiError::invalid(
+            "invalid_timezone",
+            "timezone",
+            format!("time zone {timezone:?} has surrounding spaces"),
+        ));
+    }
     let refused = |e: ScheduleError| match e {
         ScheduleError::InvalidExpression { .. } => {
             ApiError::invalid("invalid_cron_expression", "cron_expression", e.to_string())
