@@ -3,12 +3,17 @@
 //!   original system's did, and requests may send `null` for "unset");
 //! - request bodies that refuse unknown fields say so (`additionalProperties: false`);
 //! - `handler_name` lists the handlers this binary has and `timezone` the IANA zones (and
-//!   `""` for UTC), so a client knows the accepted values up front;
+//!   `""` for UTC), and params are objects, so a client knows the accepted values up front;
 //! - request bodies carry a valid example (Swagger UI's "Try it out" starts from it);
 //! - with a token configured, the `/api` operations name the bearer scheme, so clients and
 //!   Swagger UI send it (without one, the spec claims no authentication).
 
 use serde_json::{json, Value};
+
+/// No control characters (Unicode Cc), as `validate::text` enforces.
+const SINGLE_LINE: &str = r"^[^\x00-\x1f\x7f-\x9f]*$";
+/// The same, tabs and line breaks allowed.
+const MULTI_LINE: &str = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$";
 
 /// Request bodies parsed with `deny_unknown_fields`.
 const CLOSED_SCHEMAS: [&str; 3] = ["CronCreate", "CronUpdate", "ExecutionCreate"];
@@ -34,6 +39,22 @@ pub fn finish(spec: &str, token: bool, handlers: &[String]) -> String {
                 }
                 if let Some(zone) = schema.pointer_mut("/properties/timezone") {
                     zone["enum"] = json!(zone_names());
+                }
+                // The server refuses control characters (validate::text); say so.
+                for (field, pattern) in [
+                    ("name", SINGLE_LINE),
+                    ("cron_expression", SINGLE_LINE),
+                    ("description", MULTI_LINE),
+                ] {
+                    if let Some(p) = schema.pointer_mut(&format!("/properties/{field}")) {
+                        p["pattern"] = json!(pattern);
+                    }
+                }
+                // Handlers take an object of named params (each handler checks its own).
+                for params in ["/properties/handler_params", "/properties/params"] {
+                    if let Some(p) = schema.pointer_mut(params) {
+                        p["type"] = json!("object");
+                    }
                 }
                 if let Some(example) = example(name, handler) {
                     schema["example"] = example;
