@@ -67,10 +67,6 @@ fn body(
 }
 
 impl ApiError {
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError::BadRequest(body(StatusCode::BAD_REQUEST, "bad_request", message, None))
-    }
-
     pub fn not_found(what: &str, id: i64) -> Self {
         ApiError::NotFound(body(
             StatusCode::NOT_FOUND,

@@ -111,17 +111,15 @@ impl Store {
             .map_err(|e| name_conflict(e, &new.name))
     }
 
-    /// Applies `changes` to a cron; `None` when there is no such cron. A new expression or
-    /// zone, or enabling a disabled cron, resets the dispatcher's marker, so the cron fires
-    /// from its next fire time on instead of catching up on the time it was off or different.
+    /// Applies `changes` to `current` (the cron as the caller read it); `None` when the cron
+    /// was deleted meanwhile. A new expression or zone, or enabling a disabled cron, resets
+    /// the dispatcher's marker, so the cron fires from its next fire time on instead of
+    /// catching up on the time it was off or different.
     pub async fn update_cron(
         &self,
-        id: i64,
+        current: cron_job::Model,
         changes: &CronChanges,
     ) -> StoreResult<Option<cron_job::Model>> {
-        let Some(current) = self.cron(id).await? else {
-            return Ok(None);
-        };
         let expression = changes
             .cron_expression
             .as_deref()
@@ -160,10 +158,11 @@ impl Store {
         }
         model.updated_at = Set(self.now().await?);
         let name = changes.name.as_deref().unwrap_or(&current.name);
-        let updated = model
-            .update(&self.db)
-            .await
-            .map_err(|e| name_conflict(e, name))?;
+        let updated = match model.update(&self.db).await {
+            Ok(updated) => updated,
+            Err(DbErr::RecordNotUpdated) => return Ok(None),
+            Err(e) => return Err(name_conflict(e, name)),
+        };
         if !updated.is_enabled {
             self.cancel_unscheduled().await?;
         }

@@ -189,7 +189,7 @@ impl CronsApi {
         let updated = self
             .state
             .store
-            .update_cron(id.0, &changes)
+            .update_cron(current, &changes)
             .await
             .map_err(duplicate)?
             .ok_or_else(|| ApiError::not_found("cron", id.0))?;
@@ -224,7 +224,7 @@ impl CronsApi {
         let updated = self
             .state
             .store
-            .update_cron(id.0, &changes)
+            .update_cron(current, &changes)
             .await?
             .ok_or_else(|| ApiError::not_found("cron", id.0))?;
         tracing::info!(
