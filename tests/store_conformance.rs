@@ -11,12 +11,12 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use jobu::entities::job_execution::{self, ParamSource, Status};
 use jobu::entities::{CronJobs, JobExecutions};
-use jobu::store::claim::ClaimRequest;
+use jobu::store::claim::{new_token, ClaimRequest};
 use jobu::store::create::{Created, NewExecution};
-use jobu::store::crons::NewCron;
+use jobu::store::crons::{CronChanges, NewCron};
 use jobu::store::operator::Action;
 use jobu::store::queries::ExecutionFilter;
-use jobu::store::transition::{FailOutcome, Failure, Lease};
+use jobu::store::transition::{FailOutcome, Failure, Lease, Released};
 use jobu::store::workers::Presence;
 use jobu::store::Store;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
@@ -30,12 +30,14 @@ fn handlers() -> Vec<String> {
     vec![HANDLER.to_string()]
 }
 
+/// A claim request with a fresh token (leaked: a test makes a bounded number of claims).
 fn claim_req<'a>(worker: &'a str, handlers: &'a [String], limit: u32) -> ClaimRequest<'a> {
     ClaimRequest {
         worker_id: worker,
         handlers,
         limit,
         lease_seconds: 30.0,
+        token: Box::leak(new_token().into_boxed_str()),
     }
 }
 
@@ -360,7 +362,7 @@ backend_test!(stale_token_changes_nothing, |db: TestDb| async move {
             .unwrap(),
         None
     );
-    assert!(!db.store.release(row.id, &stale).await.unwrap());
+    assert_eq!(db.store.release(row.id, &stale).await.unwrap(), None);
     assert!(!db.store.cancelled(row.id, &stale, "x").await.unwrap());
     assert_eq!(
         db.store.renew_lease(row.id, &stale, 30.0).await.unwrap(),
@@ -510,11 +512,13 @@ backend_test!(
 backend_test!(release_returns_without_counting, |db: TestDb| async move {
     seed_pending(&db.store, 1, 0).await;
     let row = claim_one(&db.store, "w1").await;
-    assert!(db
-        .store
-        .release(row.id, row.owner_token.as_deref().unwrap())
-        .await
-        .unwrap());
+    assert_eq!(
+        db.store
+            .release(row.id, row.owner_token.as_deref().unwrap())
+            .await
+            .unwrap(),
+        Some(Released::Pending)
+    );
     let again = claim_one(&db.store, "w2").await;
     assert_eq!(again.id, row.id);
     assert_eq!(again.retry_count, 0, "a release is not an attempt");
@@ -550,7 +554,7 @@ backend_test!(renewal_extends_the_lease, |db: TestDb| async move {
     assert!(expires_at > first + Duration::seconds(500));
     assert!(!cancel_requested);
     // A renewed lease is not rescued.
-    assert!(db.store.rescue_expired(100).await.unwrap().is_empty());
+    assert!(db.store.rescue_expired(100, 0.0).await.unwrap().is_empty());
 });
 
 backend_test!(
@@ -580,7 +584,7 @@ backend_test!(
                 barrier.wait().await;
                 let mut ids = Vec::new();
                 loop {
-                    let rescued = store.rescue_expired(7).await.expect("rescue");
+                    let rescued = store.rescue_expired(7, 0.0).await.expect("rescue");
                     if rescued.is_empty() {
                         break;
                     }
@@ -1014,7 +1018,7 @@ backend_test!(
                     assert!(row.error_message.is_none() && row.finished_at.is_none());
                 }
                 Action::WrongState(s) => assert_eq!(s, Status::Pending),
-                Action::NotFound => panic!("the row exists"),
+                other => panic!("unexpected {other:?}"),
             }
         }
         assert_eq!(done, 1);
@@ -1142,3 +1146,560 @@ backend_test!(presence_rows_live_and_go, |db: TestDb| async move {
     db.store.leave("w-1").await.unwrap();
     assert!(db.store.live_workers(30.0).await.unwrap().is_empty());
 });
+
+// ---- Cancels win, claims resolve, leases batch, identifiers compare as bytes ----
+
+/// Claims the only due execution and asks to cancel it while it "runs".
+async fn claim_then_request_cancel(store: &Store, worker: &str) -> job_execution::Model {
+    let row = claim_one(store, worker).await;
+    match store.cancel_execution(row.id).await.unwrap() {
+        Action::Done(r) => assert!(r.cancel_requested && r.status == Status::Running.as_str()),
+        other => panic!("cancel of a running row: {other:?}"),
+    }
+    row
+}
+
+fn assert_cancelled_for_good(row: &job_execution::Model, retry_count: i32) {
+    assert_eq!(row.status, Status::Cancelled.as_str(), "{row:?}");
+    assert_eq!(
+        row.retry_count, retry_count,
+        "a cancelled attempt is not retried"
+    );
+    assert_eq!(row.cancel_reason.as_deref(), Some("operator"));
+    assert!(row.owner_token.is_none() && row.lease_expires_at.is_none());
+    assert!(row.finished_at.is_some());
+    assert!(
+        row.error_message
+            .as_deref()
+            .unwrap_or("")
+            .contains("cancelled by an operator"),
+        "{:?}",
+        row.error_message
+    );
+}
+
+backend_test!(
+    a_cancel_request_wins_over_every_end_of_the_attempt,
+    |db: TestDb| async move {
+        // Four executions with retries left; each is cancelled while running, then its
+        // attempt ends in one of the ways that used to put it back to PENDING.
+        seed_pending(&db.store, 4, 3).await;
+        let failed = claim_then_request_cancel(&db.store, "w").await;
+        let outcome = db
+            .store
+            .fail(
+                failed.id,
+                failed.owner_token.as_deref().unwrap(),
+                Failure::Failed,
+                "exit 1",
+                0.0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome, Some(FailOutcome::Cancelled { retry_count: 0 }));
+
+        let timed_out = claim_then_request_cancel(&db.store, "w").await;
+        let outcome = db
+            .store
+            .fail(
+                timed_out.id,
+                timed_out.owner_token.as_deref().unwrap(),
+                Failure::Timeout,
+                "timed out",
+                0.0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome, Some(FailOutcome::Cancelled { retry_count: 0 }));
+
+        let released = claim_then_request_cancel(&db.store, "w").await;
+        assert_eq!(
+            db.store
+                .release(released.id, released.owner_token.as_deref().unwrap())
+                .await
+                .unwrap(),
+            Some(Released::Cancelled)
+        );
+
+        // The worker of the last one dies: its lease ends and the rescuer ends it.
+        let h = handlers();
+        let mut req = claim_req("dead", &h, 1);
+        req.lease_seconds = -5.0;
+        let lost = db.store.claim(&req).await.unwrap().remove(0);
+        db.store.cancel_execution(lost.id).await.unwrap();
+        let rescued = db.store.rescue_expired(10, 0.0).await.unwrap();
+        assert_eq!(rescued.len(), 1);
+        assert_cancelled_for_good(&rescued[0], 0);
+
+        for id in [failed.id, timed_out.id, released.id, lost.id] {
+            let row = db.store.execution(id).await.unwrap().unwrap();
+            assert_cancelled_for_good(&row, 0);
+        }
+        // Nothing is left to run.
+        assert!(db
+            .store
+            .claim(&claim_req("w", &h, 10))
+            .await
+            .unwrap()
+            .is_empty());
+        // A cancel before the run is recorded as an operator's too.
+        seed_pending(&db.store, 1, 3).await;
+        let pending = JobExecutions::find()
+            .filter(job_execution::Column::Status.eq(Status::Pending.as_str()))
+            .one(db.store.connection())
+            .await
+            .unwrap()
+            .unwrap();
+        let Action::Done(row) = db.store.cancel_execution(pending.id).await.unwrap() else {
+            panic!("cancel of a pending row")
+        };
+        assert_eq!(row.status, Status::Cancelled.as_str());
+        assert_eq!(row.cancel_reason.as_deref(), Some("operator"));
+        // Final rows refuse it.
+        assert_eq!(
+            db.store.cancel_execution(pending.id).await.unwrap(),
+            Action::WrongState(Status::Cancelled)
+        );
+    }
+);
+
+backend_test!(
+    cancel_requests_reach_the_worker_by_poll,
+    |db: TestDb| async move {
+        seed_pending(&db.store, 3, 0).await;
+        let h = handlers();
+        let mine = db.store.claim(&claim_req("poller", &h, 2)).await.unwrap();
+        let other = claim_one(&db.store, "someone-else").await;
+        assert!(db.store.cancel_requests("poller").await.unwrap().is_empty());
+        db.store.cancel_execution(mine[1].id).await.unwrap();
+        db.store.cancel_execution(other.id).await.unwrap();
+        assert_eq!(
+            db.store.cancel_requests("poller").await.unwrap(),
+            vec![(mine[1].id, mine[1].owner_token.clone().unwrap())]
+        );
+    }
+);
+
+backend_test!(
+    a_claim_whose_reply_was_lost_is_resolved_by_its_token,
+    |db: TestDb| async move {
+        seed_pending(&db.store, 5, 0).await;
+        let h = handlers();
+        let token = new_token();
+        let req = ClaimRequest {
+            worker_id: "w",
+            handlers: &h,
+            limit: 3,
+            lease_seconds: 5.0,
+            token: &token,
+        };
+        // The claim commits; its answer is "lost" (dropped here).
+        let committed = db.store.claim(&req).await.unwrap();
+        assert_eq!(committed.len(), 3);
+        let first_lease = committed[0].lease_expires_at.unwrap();
+
+        let adopted = db.store.adopt_claim(&token, 600.0).await.unwrap();
+        let ids = |rows: &[job_execution::Model]| rows.iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(&adopted),
+            ids(&committed),
+            "the claim's rows, and only those"
+        );
+        assert!(adopted.iter().all(|r| r.status == Status::Running.as_str()
+            && r.owner_token.as_deref() == Some(token.as_str())
+            && r.lease_expires_at.unwrap() > first_lease + Duration::seconds(500)));
+        // Repeating it is harmless; another token finds nothing.
+        assert_eq!(
+            ids(&db.store.adopt_claim(&token, 600.0).await.unwrap()),
+            ids(&committed)
+        );
+        assert!(db
+            .store
+            .adopt_claim(&new_token(), 600.0)
+            .await
+            .unwrap()
+            .is_empty());
+
+        // Or the rows go back, not counted, when the worker is stopping.
+        assert_eq!(db.store.release_claim(&token).await.unwrap(), 3);
+        assert_eq!(db.store.release_claim(&token).await.unwrap(), 0);
+        assert!(db
+            .store
+            .adopt_claim(&token, 600.0)
+            .await
+            .unwrap()
+            .is_empty());
+        let again = db.store.claim(&claim_req("w2", &h, 10)).await.unwrap();
+        assert_eq!(again.len(), 5);
+        assert!(again.iter().all(|r| r.retry_count == 0));
+    }
+);
+
+backend_test!(
+    leases_of_many_attempts_renew_in_one_call,
+    |db: TestDb| async move {
+        const ROWS: usize = 700; // more than one statement's chunk
+        seed_pending(&db.store, ROWS, 0).await;
+        let h = handlers();
+        let mut attempts: Vec<(i64, String)> = Vec::new();
+        for _ in 0..2 {
+            let rows = db.store.claim(&claim_req("w", &h, 350)).await.unwrap();
+            attempts.extend(rows.into_iter().map(|r| (r.id, r.owner_token.unwrap())));
+        }
+        assert_eq!(attempts.len(), ROWS);
+        // One of them was cancelled by an operator, one finished meanwhile, one is asked
+        // about with a stale token, and one id does not exist.
+        db.store.cancel_execution(attempts[10].0).await.unwrap();
+        assert!(db
+            .store
+            .succeed(attempts[20].0, &attempts[20].1, None)
+            .await
+            .unwrap());
+        let mut asked = attempts.clone();
+        asked[30].1 = new_token();
+        asked.push((i64::MAX, new_token()));
+
+        let before = db.store.now().await.unwrap();
+        let leases = db.store.renew_leases(&asked, 600.0).await.unwrap();
+        assert_eq!(leases.len(), asked.len());
+        for (i, ((id, _), (got_id, lease))) in asked.iter().zip(&leases).enumerate() {
+            assert_eq!(id, got_id, "answers come in the order asked");
+            match (i, lease) {
+                (20 | 30 | ROWS, Lease::Lost) => {}
+                (
+                    _,
+                    Lease::Held {
+                        expires_at,
+                        cancel_requested,
+                    },
+                ) if i != 20 && i != 30 && i != ROWS => {
+                    assert!(*expires_at > before + Duration::seconds(500));
+                    assert_eq!(*cancel_requested, i == 10);
+                }
+                (i, other) => panic!("attempt {i}: {other:?}"),
+            }
+        }
+        // The stale token renewed nothing: that row keeps its 30 s lease.
+        let row = db.store.execution(attempts[30].0).await.unwrap().unwrap();
+        assert!(row.lease_expires_at.unwrap() < before + Duration::seconds(60));
+        assert!(db.store.renew_leases(&[], 600.0).await.unwrap().is_empty());
+    }
+);
+
+backend_test!(
+    a_rescue_waits_out_the_grace_after_the_lease,
+    |db: TestDb| async move {
+        seed_pending(&db.store, 1, 1).await;
+        let h = handlers();
+        let mut req = claim_req("w", &h, 1);
+        req.lease_seconds = -2.0; // ended two seconds ago
+        db.store.claim(&req).await.unwrap();
+        assert!(
+            db.store.rescue_expired(10, 30.0).await.unwrap().is_empty(),
+            "within the grace"
+        );
+        assert_eq!(db.store.rescue_expired(10, 1.0).await.unwrap().len(), 1);
+    }
+);
+
+backend_test!(
+    identifiers_compare_as_bytes_on_every_backend,
+    |db: TestDb| async move {
+        // Executions of handlers that only look like `noop` under a case-insensitive or
+        // space-padding collation (MySQL's default) must not be claimed by a `noop` worker.
+        for name in ["Noop", "NOOP", "noop "] {
+            let mut new = execution(
+                None,
+                db.store.now().await.unwrap() - Duration::seconds(1),
+                0,
+            );
+            new.handler_name = name.to_string();
+            assert!(db.store.create_if_absent(&new).await.unwrap().is_new());
+        }
+        let h = handlers();
+        assert!(
+            db.store
+                .claim(&claim_req("w", &h, 10))
+                .await
+                .unwrap()
+                .is_empty(),
+            "a worker claimed another handler's executions"
+        );
+        let upper = vec!["Noop".to_string()];
+        let got = db.store.claim(&claim_req("w", &upper, 10)).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].handler_name, "Noop");
+        // Cron names are unique byte for byte, as on PostgreSQL and SQLite.
+        for name in ["report", "Report", "report "] {
+            db.store
+                .insert_cron(&NewCron::new(name, "0 * * * *", HANDLER))
+                .await
+                .unwrap_or_else(|e| panic!("cron {name:?}: {e}"));
+        }
+        assert!(db
+            .store
+            .insert_cron(&NewCron::new("Report", "0 * * * *", HANDLER))
+            .await
+            .is_err());
+    }
+);
+
+backend_test!(
+    lookahead_rows_cancelled_by_a_disable_are_rearmed_on_enable,
+    |db: TestDb| async move {
+        let cron = db
+            .store
+            .insert_cron(&NewCron::new("ahead", "* * * * * *", HANDLER))
+            .await
+            .unwrap();
+        let soon = db.store.now().await.unwrap() + Duration::seconds(60);
+        let fire = soon - Duration::nanoseconds(soon.timestamp_subsec_nanos() as i64);
+        let Created::New(id) = db
+            .store
+            .create_if_absent(&execution(Some(cron.id), fire, 3))
+            .await
+            .unwrap()
+        else {
+            panic!("new")
+        };
+        // Disabled: the row created ahead is cancelled, marked as unscheduled.
+        let disabled = db
+            .store
+            .update_cron(
+                cron,
+                &CronChanges {
+                    is_enabled: Some(false),
+                    handler_params: Some(Some(serde_json::json!({"v": 2}))),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let row = db.store.execution(id).await.unwrap().unwrap();
+        assert_eq!(row.status, Status::Cancelled.as_str());
+        assert_eq!(row.cancel_reason.as_deref(), Some("unscheduled"));
+        // Enabled again before the fire time: the dispatcher creates that fire time and
+        // the cancelled row must not swallow it.
+        db.store
+            .update_cron(
+                disabled,
+                &CronChanges {
+                    is_enabled: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let mut again = execution(Some(cron_id_of(&db, "ahead").await), fire, 5);
+        again.params = Some(serde_json::json!({"v": 2}));
+        assert_eq!(
+            db.store.create_if_absent(&again).await.unwrap(),
+            Created::New(id)
+        );
+        let row = db.store.execution(id).await.unwrap().unwrap();
+        assert_eq!(row.status, Status::Pending.as_str());
+        assert_eq!(
+            row.params,
+            Some(serde_json::json!({"v": 2})),
+            "the cron's current params"
+        );
+        assert_eq!((row.max_retry, row.retry_count), (5, 0));
+        assert!(
+            row.cancel_reason.is_none() && row.finished_at.is_none() && row.error_message.is_none()
+        );
+        // Re-armed once: a second dispatcher sees it exist.
+        assert_eq!(
+            db.store.create_if_absent(&again).await.unwrap(),
+            Created::Exists
+        );
+
+        // A row an operator cancelled stays cancelled.
+        db.store.cancel_execution(id).await.unwrap();
+        assert_eq!(
+            db.store.create_if_absent(&again).await.unwrap(),
+            Created::Exists
+        );
+        assert_eq!(
+            db.store.execution(id).await.unwrap().unwrap().status,
+            Status::Cancelled.as_str()
+        );
+    }
+);
+
+async fn cron_id_of(db: &TestDb, name: &str) -> i64 {
+    CronJobs::find()
+        .filter(jobu::entities::cron_job::Column::Name.eq(name))
+        .one(db.store.connection())
+        .await
+        .unwrap()
+        .expect("cron")
+        .id
+}
+
+backend_test!(
+    exclusive_crons_rearm_only_without_an_unfinished_execution,
+    |db: TestDb| async move {
+        let mut new = NewCron::new("exclusive", "* * * * * *", HANDLER);
+        new.allow_overlap = false;
+        let cron = db.store.insert_cron(&new).await.unwrap();
+        let now = db.store.now().await.unwrap();
+        let at = |s: i64| {
+            let t = now + Duration::seconds(s);
+            t - Duration::nanoseconds(t.timestamp_subsec_nanos() as i64)
+        };
+        let Created::New(ahead) = db
+            .store
+            .create_exclusive(&execution(Some(cron.id), at(60), 0))
+            .await
+            .unwrap()
+        else {
+            panic!("new")
+        };
+        let cron = db
+            .store
+            .update_cron(
+                cron,
+                &CronChanges {
+                    is_enabled: Some(false),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        db.store
+            .update_cron(
+                cron,
+                &CronChanges {
+                    is_enabled: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        // Another execution is unfinished: the cancelled one stays as it is.
+        assert!(db
+            .store
+            .create_exclusive(&execution(
+                Some(cron_id_of(&db, "exclusive").await),
+                at(-1),
+                0
+            ))
+            .await
+            .unwrap()
+            .is_new());
+        let id = cron_id_of(&db, "exclusive").await;
+        assert_eq!(
+            db.store
+                .create_exclusive(&execution(Some(id), at(60), 0))
+                .await
+                .unwrap(),
+            Created::Exists
+        );
+        // Once that one is done, the fire time is re-armed.
+        let running = claim_one(&db.store, "w").await;
+        assert!(db
+            .store
+            .succeed(running.id, running.owner_token.as_deref().unwrap(), None)
+            .await
+            .unwrap());
+        assert_eq!(
+            db.store
+                .create_exclusive(&execution(Some(id), at(60), 0))
+                .await
+                .unwrap(),
+            Created::New(ahead)
+        );
+    }
+);
+
+backend_test!(
+    an_operator_retry_obeys_no_overlap,
+    |db: TestDb| async move {
+        let mut new = NewCron::new("single", "0 * * * *", HANDLER);
+        new.allow_overlap = false;
+        let cron = db.store.insert_cron(&new).await.unwrap();
+        let past = db.store.now().await.unwrap() - Duration::seconds(30);
+        // Two earlier executions failed; a third is PENDING.
+        let mut failed = Vec::new();
+        for i in 0..2 {
+            let t = past - Duration::hours(i + 1);
+            let Created::New(id) = db
+                .store
+                .create_exclusive(&execution(Some(cron.id), t, 0))
+                .await
+                .unwrap()
+            else {
+                panic!("new")
+            };
+            let row = claim_one(&db.store, "w").await;
+            assert_eq!(row.id, id);
+            db.store
+                .fail(
+                    id,
+                    row.owner_token.as_deref().unwrap(),
+                    Failure::Failed,
+                    "x",
+                    0.0,
+                )
+                .await
+                .unwrap();
+            failed.push(id);
+        }
+        let Created::New(pending) = db
+            .store
+            .create_exclusive(&execution(Some(cron.id), past, 0))
+            .await
+            .unwrap()
+        else {
+            panic!("new")
+        };
+        match db.store.retry_execution(failed[0]).await.unwrap() {
+            Action::Overlap(message) => assert!(message.contains("overlap"), "{message}"),
+            other => panic!("retry while another is PENDING: {other:?}"),
+        }
+        assert_eq!(
+            db.store.execution(failed[0]).await.unwrap().unwrap().status,
+            Status::Failed.as_str()
+        );
+        // The pending one finishes; now 8 operators retry both failed ones at once: exactly
+        // one retry wins, so the cron never has two unfinished executions.
+        let row = claim_one(&db.store, "w").await;
+        assert_eq!(row.id, pending);
+        db.store
+            .succeed(pending, row.owner_token.as_deref().unwrap(), None)
+            .await
+            .unwrap();
+        let barrier = Arc::new(Barrier::new(8));
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let store = db.new_store(1).await;
+            let barrier = barrier.clone();
+            let id = failed[i % 2];
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                store.retry_execution(id).await.unwrap()
+            }));
+        }
+        let mut done = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Action::Done(_) => done += 1,
+                Action::Overlap(_) | Action::WrongState(Status::Pending) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(done, 1);
+        let unfinished = JobExecutions::find()
+            .filter(job_execution::Column::JobId.eq(cron.id))
+            .filter(
+                job_execution::Column::Status
+                    .is_in([Status::Pending.as_str(), Status::Running.as_str()]),
+            )
+            .count(db.store.connection())
+            .await
+            .unwrap();
+        assert_eq!(unfinished, 1);
+    }
+);

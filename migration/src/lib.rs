@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261126_000001_initial;
 mod m20261126_000002_workers;
 mod m20261126_000003_execution_list_index;
+mod m20261201_000004_hardening;
 pub mod types;
 
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_initial::Migration),
             Box::new(m20261126_000002_workers::Migration),
             Box::new(m20261126_000003_execution_list_index::Migration),
+            Box::new(m20261201_000004_hardening::Migration),
         ]
     }
 }

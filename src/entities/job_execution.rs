@@ -32,6 +32,8 @@ pub struct Model {
     pub lease_expires_at: Option<DateTimeUtc>,
     /// An operator asked to stop the running attempt.
     pub cancel_requested: bool,
+    /// Why a CANCELLED row was cancelled: [`CancelReason`]'s names.
+    pub cancel_reason: Option<String>,
     pub started_at: Option<DateTimeUtc>,
     pub finished_at: Option<DateTimeUtc>,
     pub error_message: Option<String>,
@@ -58,6 +60,28 @@ impl Related<super::cron_job::Entity> for Entity {
 }
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// The table's columns as a select list (`qualified`: each prefixed with the table name),
+/// for hand-written statements that return whole rows. Named rather than `*` so a statement
+/// returns exactly the columns this binary knows, whatever a newer migration added: SQLite
+/// connections cache the schema, and a `*` prepared before an `ALTER TABLE` changes width
+/// under sqlx.
+pub fn select_list(qualified: bool) -> &'static str {
+    static PLAIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static QUALIFIED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let (cell, prefix) = if qualified {
+        (&QUALIFIED, "job_executions.")
+    } else {
+        (&PLAIN, "")
+    };
+    cell.get_or_init(|| {
+        use sea_orm::{Iden, Iterable};
+        Column::iter()
+            .map(|c| format!("{prefix}{}", c.to_string()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+}
 
 /// The states of an execution: `PENDING -> RUNNING -> SUCCESS | FAILED | TIMEOUT`, and
 /// `CANCELLED` from PENDING or RUNNING.
@@ -111,6 +135,26 @@ impl std::str::FromStr for Status {
             .into_iter()
             .find(|st| st.as_str().eq_ignore_ascii_case(s))
             .ok_or_else(|| format!("unknown status `{s}`"))
+    }
+}
+
+/// Why an execution was CANCELLED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CancelReason {
+    /// An operator cancelled it (before it ran, or while it ran).
+    Operator,
+    /// Created ahead of its fire time, then its cron was disabled or deleted before the
+    /// fire time came; re-armed if the cron fires that time after all.
+    Unscheduled,
+}
+
+impl CancelReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelReason::Operator => "operator",
+            CancelReason::Unscheduled => "unscheduled",
+        }
     }
 }
 

@@ -1,13 +1,21 @@
 //! Claim protocol: PENDING rows that are due (`run_at <= now` on the database clock) and whose
 //! handler the worker has become RUNNING through an UPDATE guarded by `status = 'PENDING'`.
-//! The rows the update touched are this worker's; they carry a fresh owner token (the
+//! The rows the update touched are this worker's; they carry the claim's owner token (the
 //! fencing token every later transition names) and a lease expiry on the database clock.
 //!
-//! - PostgreSQL: `UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING *`.
-//! - SQLite: the same without row locks (writers are serialised) and `RETURNING *`.
+//! - PostgreSQL: a `MATERIALIZED` CTE picks the ids `FOR UPDATE SKIP LOCKED`, then
+//!   `UPDATE ... FROM picked ... RETURNING *`. (With `WHERE id IN (SELECT ... LIMIT n ...)`
+//!   the planner may run the subquery more than once and update more than n rows.)
+//! - SQLite: `UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING *` (writers are serialised,
+//!   so there are no row locks to skip).
 //! - MySQL/MariaDB: no `UPDATE ... RETURNING` and no `LIMIT` in `IN` subqueries, so one
-//!   transaction selects ids `FOR UPDATE SKIP LOCKED`, updates them with the same guard and
-//!   reads them back.
+//!   transaction selects ids `FOR UPDATE SKIP LOCKED` and updates them with the same guard;
+//!   the rows are read back by token after the commit.
+//!
+//! The caller chooses the token ([`new_token`]). A claim whose outcome is unknown (the
+//! connection failed around the commit, the reply was lost) is resolved by that token with
+//! [`Store::adopt_claim`] or [`Store::release_claim`], never left to lease expiry, which
+//! would charge an attempt that never ran.
 
 use sea_orm::{ConnectionTrait, EntityTrait, FromQueryResult, TransactionTrait};
 
@@ -26,6 +34,13 @@ pub struct ClaimRequest<'a> {
     pub limit: u32,
     /// The lease lasts this long from now unless renewed.
     pub lease_seconds: f64,
+    /// The fencing token the claimed rows get; one fresh [`new_token`] per claim.
+    pub token: &'a str,
+}
+
+/// A fresh owner token for one claim.
+pub fn new_token() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// A claimed attempt: the row as it is after the claim. `owner_token` is set.
@@ -69,8 +84,63 @@ impl Store {
                 "worker id must be 1 to 128 characters".into(),
             ));
         }
-        let token = uuid::Uuid::new_v4().to_string();
-        Ok(retry_transient(|| self.try_claim(req, &token)).await?)
+        if req.token.is_empty() || req.token.len() > 64 {
+            return Err(StoreError::Invalid(
+                "owner token must be 1 to 64 characters".into(),
+            ));
+        }
+        Ok(retry_transient(|| self.try_claim(req, req.token)).await?)
+    }
+
+    /// Resolves a claim whose outcome is unknown: the RUNNING rows that carry `token` are
+    /// the claim's (none if it did not commit); their lease is renewed to `lease_seconds`
+    /// from now and they are returned for the caller to run. Safe to repeat.
+    pub async fn adopt_claim(&self, token: &str, lease_seconds: f64) -> StoreResult<Vec<Claimed>> {
+        let run = || async {
+            let mut q = Sql::new(self.dialect);
+            q.push("UPDATE job_executions SET lease_expires_at = ")
+                .now_plus(lease_seconds)
+                .push(", updated_at = ")
+                .now()
+                .push(" WHERE status = ")
+                .bind(Status::Running.as_str())
+                .push(" AND owner_token = ")
+                .bind(token);
+            match self.dialect {
+                Dialect::Postgres | Dialect::Sqlite => {
+                    q.push(" RETURNING ")
+                        .push(job_execution::select_list(false));
+                    job_execution::Entity::find()
+                        .from_raw_sql(q.build())
+                        .all(&self.db)
+                        .await
+                }
+                Dialect::MySql => {
+                    self.db.execute(q.build()).await?;
+                    self.owned_by(token).await
+                }
+            }
+        };
+        let mut rows = retry_transient(run).await?;
+        rows.sort_by_key(|r| (r.run_at, r.id));
+        Ok(rows)
+    }
+
+    /// The RUNNING rows that carry `token`, oldest `run_at` first. The scan is bounded by
+    /// the RUNNING rows (the status index), not the table.
+    async fn owned_by(&self, token: &str) -> Result<Vec<Claimed>, sea_orm::DbErr> {
+        let mut q = Sql::new(self.dialect);
+        q.push("SELECT ")
+            .push(job_execution::select_list(false))
+            .push(" FROM job_executions WHERE status = ")
+            .bind(Status::Running.as_str())
+            .push(" AND owner_token = ")
+            .bind(token)
+            .push(" ORDER BY run_at, id");
+        job_execution::Entity::find()
+            .from_raw_sql(q.build())
+            .all(&self.db)
+            .await
     }
 
     async fn try_claim(
@@ -108,14 +178,34 @@ impl Store {
         };
 
         match d {
-            Dialect::Postgres | Dialect::Sqlite => {
+            Dialect::Postgres => {
+                let mut q = Sql::new(d);
+                q.push("WITH picked AS MATERIALIZED (");
+                pick(&mut q);
+                q.push(") ");
+                set_running(&mut q);
+                q.push(
+                    " FROM picked WHERE job_executions.id = picked.id AND job_executions.status = ",
+                )
+                .bind(Status::Pending.as_str())
+                .push(" RETURNING ")
+                .push(job_execution::select_list(true));
+                let mut rows = job_execution::Entity::find()
+                    .from_raw_sql(q.build())
+                    .all(&self.db)
+                    .await?;
+                rows.sort_by_key(|r| (r.run_at, r.id));
+                Ok(rows)
+            }
+            Dialect::Sqlite => {
                 let mut q = Sql::new(d);
                 set_running(&mut q);
                 q.push(" WHERE id IN (");
                 pick(&mut q);
                 q.push(") AND status = ")
                     .bind(Status::Pending.as_str())
-                    .push(" RETURNING *");
+                    .push(" RETURNING ")
+                    .push(job_execution::select_list(false));
                 let mut rows = job_execution::Entity::find()
                     .from_raw_sql(q.build())
                     .all(&self.db)
@@ -144,18 +234,21 @@ impl Store {
                     .push(" AND status = ")
                     .bind(Status::Pending.as_str());
                 txn.execute(q.build()).await?;
+                txn.commit().await?;
+                // Ours from the commit on; nothing but this token's holder and the rescuer
+                // (after the lease) can change them.
                 let mut q = Sql::new(d);
-                q.push("SELECT * FROM job_executions WHERE id IN ")
+                q.push("SELECT ")
+                    .push(job_execution::select_list(false))
+                    .push(" FROM job_executions WHERE id IN ")
                     .bind_list(&ids)
                     .push(" AND owner_token = ")
                     .bind(token)
                     .push(" ORDER BY run_at, id");
-                let rows = job_execution::Entity::find()
+                job_execution::Entity::find()
                     .from_raw_sql(q.build())
-                    .all(&txn)
-                    .await?;
-                txn.commit().await?;
-                Ok(rows)
+                    .all(&self.db)
+                    .await
             }
         }
     }

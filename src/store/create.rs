@@ -10,13 +10,19 @@
 //! Crons with `allow_overlap = false` use [`Store::create_exclusive`]: the same insert, also
 //! conditioned on the cron having no PENDING or RUNNING execution, under a lock on the cron
 //! row, so racing dispatchers never leave two unfinished executions of one cron.
+//!
+//! A cron's row that exists only because it was created ahead and then cancelled when the
+//! cron was disabled or deleted ([`CancelReason::Unscheduled`]) does not count as created:
+//! when the cron fires that time after all (re-enabled within the lookahead), the row is
+//! re-armed to PENDING with the cron's current handler and params by a conditional UPDATE,
+//! so racing dispatchers re-arm it once.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, TransactionTrait};
 
 use super::dialect::{is_unique_violation, Dialect, Sql};
 use super::{retry_transient, Store, StoreError, StoreResult};
-use crate::entities::job_execution::{ParamSource, Status};
+use crate::entities::job_execution::{CancelReason, ParamSource, Status};
 
 /// An execution to create.
 #[derive(Debug, Clone)]
@@ -58,7 +64,13 @@ struct IdRow {
 impl Store {
     /// Inserts the execution unless one exists for the same (job_id, scheduled_time).
     pub async fn create_if_absent(&self, new: &NewExecution) -> StoreResult<Created> {
-        Ok(retry_transient(|| insert(&self.db, self.dialect, new, false)).await?)
+        let run = || async {
+            match insert(&self.db, self.dialect, new, false).await? {
+                Created::Exists => rearm(&self.db, self.dialect, new).await,
+                other => Ok(other),
+            }
+        };
+        Ok(retry_transient(run).await?)
     }
 
     /// Like [`Store::create_if_absent`] for a cron with `allow_overlap = false`: nothing is
@@ -76,23 +88,102 @@ impl Store {
             ));
         };
         let run = || async {
-            match self.dialect {
-                Dialect::Sqlite => insert(&self.db, self.dialect, new, true).await,
-                Dialect::Postgres | Dialect::MySql => {
-                    let txn = self.db.begin().await?;
-                    let mut lock = Sql::new(self.dialect);
-                    lock.push("SELECT id FROM cron_jobs WHERE id = ")
-                        .bind(job_id)
-                        .push(" FOR UPDATE");
-                    txn.query_one(lock.build()).await?;
-                    let created = insert(&txn, self.dialect, new, true).await?;
-                    txn.commit().await?;
-                    Ok(created)
-                }
+            // SQLite: the insert starts the write transaction, so the overlap check and the
+            // re-arm after it are serialised with every other writer.
+            let txn = self.db.begin().await?;
+            if self.dialect != Dialect::Sqlite {
+                let mut lock = Sql::new(self.dialect);
+                lock.push("SELECT id FROM cron_jobs WHERE id = ")
+                    .bind(job_id)
+                    .push(" FOR UPDATE");
+                txn.query_one(lock.build()).await?;
             }
+            let created = match insert(&txn, self.dialect, new, true).await? {
+                Created::Exists if has_unfinished(&txn, self.dialect, job_id).await? => {
+                    Created::Exists
+                }
+                Created::Exists => rearm(&txn, self.dialect, new).await?,
+                other => other,
+            };
+            txn.commit().await?;
+            Ok(created)
         };
         Ok(retry_transient(run).await?)
     }
+}
+
+/// Re-arms the row of (job_id, scheduled_time) if it was cancelled only because its cron
+/// was disabled or deleted before the fire time: [`Created::New`] with its id, else
+/// [`Created::Exists`]. Only the dispatcher's own rows (`param_source` `cron`) qualify.
+async fn rearm<C: ConnectionTrait>(
+    db: &C,
+    dialect: Dialect,
+    new: &NewExecution,
+) -> Result<Created, DbErr> {
+    let Some(job_id) = new.job_id else {
+        return Ok(Created::Exists);
+    };
+    if new.param_source != ParamSource::Cron {
+        return Ok(Created::Exists);
+    }
+    let mut q = Sql::new(dialect);
+    q.push("UPDATE job_executions SET status = ")
+        .bind(Status::Pending.as_str())
+        .push(", handler_name = ")
+        .bind(new.handler_name.clone())
+        .push(", run_at = ")
+        .bind(new.run_at)
+        .push(", params = ")
+        .bind(new.params.clone())
+        .push(", max_retry = ")
+        .bind(new.max_retry)
+        .push(", timeout_seconds = ")
+        .bind(new.timeout_seconds)
+        .push(
+            ", retry_count = 0, started_at = NULL, finished_at = NULL, error_message = NULL, \
+             result = NULL, worker_id = NULL, owner_token = NULL, lease_expires_at = NULL, \
+             cancel_reason = NULL, cancel_requested = ",
+        )
+        .bind(false)
+        .push(", updated_at = ")
+        .now()
+        .push(" WHERE job_id = ")
+        .bind(job_id)
+        .push(" AND scheduled_time = ")
+        .bind(new.scheduled_time)
+        .push(" AND status = ")
+        .bind(Status::Cancelled.as_str())
+        .push(" AND cancel_reason = ")
+        .bind(CancelReason::Unscheduled.as_str())
+        .push(" AND param_source = ")
+        .bind(ParamSource::Cron.as_str());
+    if db.execute(q.build()).await?.rows_affected() != 1 {
+        return Ok(Created::Exists);
+    }
+    let mut q = Sql::new(dialect);
+    q.push("SELECT id FROM job_executions WHERE job_id = ")
+        .bind(job_id)
+        .push(" AND scheduled_time = ")
+        .bind(new.scheduled_time);
+    Ok(match IdRow::find_by_statement(q.build()).one(db).await? {
+        Some(r) => Created::New(r.id),
+        None => Created::Exists,
+    })
+}
+
+/// Whether the cron has a PENDING or RUNNING execution.
+pub(crate) async fn has_unfinished<C: ConnectionTrait>(
+    db: &C,
+    dialect: Dialect,
+    job_id: i64,
+) -> Result<bool, DbErr> {
+    let mut q = Sql::new(dialect);
+    q.push("SELECT id FROM job_executions WHERE job_id = ")
+        .bind(job_id)
+        .push(" AND status IN ")
+        .bind_list(&[Status::Pending.as_str(), Status::Running.as_str()])
+        .push(" LIMIT 1");
+    Ok(IdRow::find_by_statement(q.build()).one(db).await?.is_some())
 }
 
 /// The insert-if-absent statement; with `exclusive`, also "if the cron has no unfinished

@@ -5,13 +5,13 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
-use super::dialect::{is_unique_violation, Sql};
-use super::{Store, StoreError, StoreResult};
+use super::dialect::{is_unique_violation, Dialect, Sql};
+use super::{retry_transient, Store, StoreError, StoreResult};
 use crate::entities::cron_job::{self, MisfirePolicy};
-use crate::entities::job_execution::{ParamSource, Status};
+use crate::entities::job_execution::{CancelReason, ParamSource, Status};
 use crate::schedule::Schedule;
 
 /// The error message of executions cancelled by [`Store::cancel_unscheduled`].
@@ -158,29 +158,50 @@ impl Store {
         }
         model.updated_at = Set(self.now().await?);
         let name = changes.name.as_deref().unwrap_or(&current.name);
-        let updated = match model.update(&self.db).await {
-            Ok(updated) => updated,
-            Err(DbErr::RecordNotUpdated) => return Ok(None),
-            Err(e) => return Err(name_conflict(e, name)),
+        // The cron change and the cancel of what it unschedules commit together: a failure
+        // means nothing changed, never "failed" for a change that committed.
+        let run = || async {
+            let txn = self.db.begin().await?;
+            let updated = match model.clone().update(&txn).await {
+                Ok(updated) => updated,
+                Err(DbErr::RecordNotUpdated) => {
+                    txn.rollback().await?;
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
+            if !updated.is_enabled {
+                cancel_unscheduled_in(&txn, self.dialect, Some(updated.id)).await?;
+            }
+            txn.commit().await?;
+            Ok(Some(updated))
         };
-        if !updated.is_enabled {
-            self.cancel_unscheduled().await?;
-        }
-        Ok(Some(updated))
+        retry_transient(run)
+            .await
+            .map_err(|e| name_conflict(e, name))
     }
 
     /// Deletes a cron; its executions stay, with `job_id` NULL, and those created ahead of
-    /// their fire time are cancelled. `false` when there was no such cron.
+    /// their fire time are cancelled in the same transaction. `false` when there was no such
+    /// cron.
     pub async fn delete_cron(&self, id: i64) -> StoreResult<bool> {
-        let deleted = cron_job::Entity::delete_by_id(id)
-            .exec(&self.db)
-            .await?
-            .rows_affected
-            == 1;
-        if deleted {
-            self.cancel_unscheduled().await?;
-        }
-        Ok(deleted)
+        let run = || async {
+            let txn = self.db.begin().await?;
+            // Before the delete: afterwards the foreign key has set their job_id to NULL.
+            cancel_unscheduled_in(&txn, self.dialect, Some(id)).await?;
+            let deleted = cron_job::Entity::delete_by_id(id)
+                .exec(&txn)
+                .await?
+                .rows_affected
+                == 1;
+            if deleted {
+                txn.commit().await?;
+            } else {
+                txn.rollback().await?;
+            }
+            Ok(deleted)
+        };
+        Ok(retry_transient(run).await?)
     }
 
     /// One page of crons by id, and how many match in all.
@@ -216,27 +237,8 @@ impl Store {
     /// Cancels PENDING executions created ahead (lookahead) for fire times that have not
     /// come yet, of crons that were disabled or deleted since. Returns how many.
     pub async fn cancel_unscheduled(&self) -> StoreResult<u64> {
-        let mut q = Sql::new(self.dialect);
-        q.push("UPDATE job_executions SET status = ")
-            .bind(Status::Cancelled.as_str())
-            .push(", finished_at = ")
-            .now()
-            .push(", updated_at = ")
-            .now()
-            .push(", error_message = ")
-            .bind(UNSCHEDULED_MESSAGE)
-            .push(" WHERE status = ")
-            .bind(Status::Pending.as_str())
-            .push(" AND run_at > ")
-            .now()
-            .push(" AND param_source = ")
-            .bind(ParamSource::Cron.as_str())
-            .push(" AND (job_id IS NULL OR job_id IN (SELECT id FROM cron_jobs WHERE is_enabled = ")
-            .bind(false)
-            .push("))");
-        Ok(self.db.execute(q.build()).await?.rows_affected())
+        Ok(retry_transient(|| cancel_unscheduled_in(&self.db, self.dialect, None)).await?)
     }
-
     /// Reads one cron.
     pub async fn cron(&self, id: i64) -> StoreResult<Option<cron_job::Model>> {
         Ok(cron_job::Entity::find_by_id(id).one(&self.db).await?)
@@ -264,4 +266,40 @@ impl Store {
             .bind(expected);
         Ok(self.db.execute(q.build()).await?.rows_affected() == 1)
     }
+}
+
+/// The unscheduling cancel: PENDING cron executions whose fire time has not come, of one
+/// cron (`Some`, which the caller has just disabled or is deleting) or of every cron that
+/// is disabled or gone (`None`). They are marked [`CancelReason::Unscheduled`] so the
+/// creation protocol re-arms one if its cron fires that time after all.
+async fn cancel_unscheduled_in<C: ConnectionTrait>(
+    db: &C,
+    dialect: Dialect,
+    cron: Option<i64>,
+) -> Result<u64, DbErr> {
+    let mut q = Sql::new(dialect);
+    q.push("UPDATE job_executions SET status = ")
+        .bind(Status::Cancelled.as_str())
+        .push(", finished_at = ")
+        .now()
+        .push(", updated_at = ")
+        .now()
+        .push(", error_message = ")
+        .bind(UNSCHEDULED_MESSAGE)
+        .push(", cancel_reason = ")
+        .bind(CancelReason::Unscheduled.as_str())
+        .push(" WHERE status = ")
+        .bind(Status::Pending.as_str())
+        .push(" AND run_at > ")
+        .now()
+        .push(" AND param_source = ")
+        .bind(ParamSource::Cron.as_str());
+    match cron {
+        Some(id) => q.push(" AND job_id = ").bind(id),
+        None => q
+            .push(" AND (job_id IS NULL OR job_id IN (SELECT id FROM cron_jobs WHERE is_enabled = ")
+            .bind(false)
+            .push("))"),
+    };
+    Ok(db.execute(q.build()).await?.rows_affected())
 }

@@ -69,6 +69,40 @@ impl Dialect {
     }
 }
 
+/// `Ok` when a MySQL or MariaDB server (its `VERSION()`) supports `FOR UPDATE SKIP LOCKED`:
+/// MySQL 8.0.1+, MariaDB 10.6+. The message of `Err` tells the operator what to run instead.
+pub fn check_skip_locked_support(version: &str) -> Result<(), String> {
+    let lower = version.to_ascii_lowercase();
+    let mariadb = lower.contains("mariadb");
+    // Old MariaDB servers prefix the version with "5.5.5-" for replication clients.
+    let numbers = if mariadb {
+        lower.strip_prefix("5.5.5-").unwrap_or(&lower)
+    } else {
+        &lower
+    };
+    let mut parts = numbers
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
+    let (name, needed) = if mariadb {
+        ("MariaDB", (10, 6, 0))
+    } else {
+        ("MySQL", (8, 0, 1))
+    };
+    if found >= needed {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} {version} does not support SELECT ... FOR UPDATE SKIP LOCKED, which jobu's \
+             claim protocol needs: use MariaDB 10.6 or later, or MySQL 8.0 or later"
+        ))
+    }
+}
+
 /// A SQL statement built with dialect-correct placeholders.
 #[derive(Debug)]
 pub struct Sql {
@@ -114,6 +148,26 @@ impl Sql {
                 self.push(", ");
             }
             self.bind(v.clone());
+        }
+        self.push(")")
+    }
+
+    /// Appends `(id, owner_token) IN (...)` over `pairs`, the fence of a batch of attempts;
+    /// callers must not pass an empty list. SQLite takes row values from `VALUES` only.
+    pub fn id_token_in(&mut self, pairs: &[(i64, String)]) -> &mut Self {
+        self.push("(id, owner_token) IN (");
+        if self.dialect == Dialect::Sqlite {
+            self.push("VALUES ");
+        }
+        for (i, (id, token)) in pairs.iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.push("(")
+                .bind(*id)
+                .push(", ")
+                .bind(token.as_str())
+                .push(")");
         }
         self.push(")")
     }
@@ -198,6 +252,51 @@ mod tests {
             let mut q = Sql::new(dialect);
             q.push("a = ").bind(1).push(" AND b IN ").bind_list(&[2, 3]);
             assert_eq!(q.build().sql, expected);
+        }
+    }
+
+    #[test]
+    fn id_token_pairs_follow_the_dialect() {
+        let pairs = [(1, "a".to_string()), (2, "b".to_string())];
+        for (dialect, expected) in [
+            (
+                Dialect::Postgres,
+                "(id, owner_token) IN (($1, $2), ($3, $4))",
+            ),
+            (Dialect::MySql, "(id, owner_token) IN ((?, ?), (?, ?))"),
+            (
+                Dialect::Sqlite,
+                "(id, owner_token) IN (VALUES (?, ?), (?, ?))",
+            ),
+        ] {
+            let mut q = Sql::new(dialect);
+            q.id_token_in(&pairs);
+            assert_eq!(q.build().sql, expected);
+        }
+    }
+
+    #[test]
+    fn skip_locked_needs_mysql_8_or_mariadb_10_6() {
+        for ok in [
+            "10.11.19-MariaDB-0+deb12u1",
+            "10.6.0-MariaDB",
+            "5.5.5-10.6.12-MariaDB-log",
+            "11.4.2-MariaDB",
+            "8.0.35",
+            "8.0.1-log",
+            "8.4.0",
+            "9.1.0",
+        ] {
+            assert!(check_skip_locked_support(ok).is_ok(), "{ok}");
+        }
+        for old in [
+            "10.5.22-MariaDB",
+            "5.5.5-10.3.39-MariaDB",
+            "5.7.44",
+            "8.0.0-dmr",
+        ] {
+            let err = check_skip_locked_support(old).expect_err(old);
+            assert!(err.contains("SKIP LOCKED") && err.contains(old), "{err}");
         }
     }
 }

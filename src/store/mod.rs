@@ -69,7 +69,15 @@ const TRANSIENT_RETRIES: u32 = 8;
 pub struct Store {
     db: DatabaseConnection,
     dialect: Dialect,
+    /// How the pool was opened, so [`Store::dedicated`] can open another one like it.
+    settings: Option<std::sync::Arc<DatabaseSettings>>,
 }
+
+/// MySQL/MariaDB sessions run at READ COMMITTED: at InnoDB's default REPEATABLE READ, range
+/// updates (cancelling rows created ahead) take next-key and gap locks, and the subquery
+/// rows they read are locked too, which deadlocks with the creation protocol's inserts.
+/// Every protocol here relies on row guards and locks, not on a repeatable snapshot.
+const MYSQL_SESSION_SETUP: &str = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED";
 
 impl Store {
     /// Connects with the pool settings of one named database. A SQLite file and its folder
@@ -77,6 +85,7 @@ impl Store {
     pub async fn connect(settings: &DatabaseSettings) -> StoreResult<Store> {
         config::validate_database_url(&settings.url).map_err(StoreError::Invalid)?;
         let url = normalize_url(&settings.url);
+        let is_mysql = url.starts_with("mysql:");
         if let Some(path) = config::sqlite_path(&url) {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
@@ -101,13 +110,60 @@ impl Store {
                     .busy_timeout(Duration::from_secs(30))
                     .foreign_keys(true)
             });
-        let db = Database::connect(opts).await?;
-        Ok(Store::from_connection(db))
+        let db = if is_mysql {
+            connect_mysql(opts).await?
+        } else {
+            Database::connect(opts).await?
+        };
+        let mut store = Store::from_connection(db);
+        store.settings = Some(std::sync::Arc::new(settings.clone()));
+        if store.dialect == Dialect::MySql {
+            store.check_mysql_server().await?;
+        }
+        Ok(store)
     }
 
     pub fn from_connection(db: DatabaseConnection) -> Store {
         let dialect = Dialect::of(db.get_database_backend());
-        Store { db, dialect }
+        Store {
+            db,
+            dialect,
+            settings: None,
+        }
+    }
+
+    /// Another pool to the same database, of at most `max_connections`, for work that must
+    /// not queue behind everything else on the main pool (lease renewals: a worker whose
+    /// renewals wait loses its leases). A store built from a connection, and an in-memory
+    /// SQLite database, have no second pool to open: the store itself is returned.
+    pub async fn dedicated(&self, max_connections: u32) -> StoreResult<Store> {
+        let Some(settings) = &self.settings else {
+            return Ok(self.clone());
+        };
+        if self.dialect == Dialect::Sqlite && config::sqlite_path(&settings.url).is_none() {
+            return Ok(self.clone());
+        }
+        let max = max_connections.max(1);
+        Store::connect(&DatabaseSettings {
+            max_connections: max,
+            min_connections: settings.min_connections.min(max),
+            ..(**settings).clone()
+        })
+        .await
+    }
+
+    /// Refuses a MySQL or MariaDB server without `SKIP LOCKED`, which the claim needs.
+    async fn check_mysql_server(&self) -> StoreResult<()> {
+        let row = self
+            .db
+            .query_one(sea_orm::Statement::from_string(
+                self.db.get_database_backend(),
+                "SELECT VERSION() AS v",
+            ))
+            .await?
+            .ok_or_else(|| StoreError::Invalid("the server returned no version".into()))?;
+        let version: String = row.try_get("", "v")?;
+        dialect::check_skip_locked_support(&version).map_err(StoreError::Invalid)
     }
 
     pub fn connection(&self) -> &DatabaseConnection {
@@ -197,6 +253,31 @@ impl Store {
         self.db.close().await?;
         Ok(())
     }
+}
+
+/// Opens a MySQL/MariaDB pool whose every connection runs [`MYSQL_SESSION_SETUP`] first
+/// (sea-orm's own connect has no per-connection hook).
+async fn connect_mysql(opts: ConnectOptions) -> StoreResult<DatabaseConnection> {
+    use sea_orm::sqlx::mysql::{MySql, MySqlConnectOptions};
+    use sea_orm::sqlx::ConnectOptions as _;
+    let conn_err = |e: sea_orm::sqlx::Error| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e));
+    let connect = opts
+        .get_url()
+        .parse::<MySqlConnectOptions>()
+        .map_err(conn_err)?
+        .disable_statement_logging();
+    let pool = opts
+        .sqlx_pool_options::<MySql>()
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                sea_orm::sqlx::Executor::execute(&mut *conn, MYSQL_SESSION_SETUP).await?;
+                Ok(())
+            })
+        })
+        .connect_with(connect)
+        .await
+        .map_err(conn_err)?;
+    Ok(sea_orm::SqlxMySqlConnector::from_sqlx_mysql_pool(pool))
 }
 
 /// `mariadb://` is accepted for convenience; sqlx speaks to MariaDB as `mysql://`.

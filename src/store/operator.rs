@@ -7,13 +7,13 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbErr};
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait, TransactionTrait};
 
-use super::create::{Created, NewExecution};
-use super::dialect::Sql;
+use super::create::{has_unfinished, Created, NewExecution};
+use super::dialect::{Dialect, Sql};
 use super::{retry_transient, Store, StoreError, StoreResult};
 use crate::entities::cron_job;
-use crate::entities::job_execution::{self, ParamSource, Status};
+use crate::entities::job_execution::{self, CancelReason, ParamSource, Status};
 
 /// The error message of executions an operator cancelled before they ran.
 pub const CANCELLED_PENDING_MESSAGE: &str = "cancelled by an operator before it ran";
@@ -32,6 +32,8 @@ pub enum Action<T> {
     NotFound,
     /// The execution is in a state the action does not apply to.
     WrongState(Status),
+    /// Its cron does not allow overlap and has an unfinished execution; the message says so.
+    Overlap(String),
 }
 
 impl Store {
@@ -119,9 +121,35 @@ impl Store {
     }
 
     /// FAILED, TIMEOUT or CANCELLED -> PENDING, eligible now, with a fresh retry budget
-    /// (`retry_count` 0) and the previous outcome cleared.
+    /// (`retry_count` 0) and the previous outcome cleared. An execution of a cron with
+    /// `allow_overlap = false` is not retried while the cron has a PENDING or RUNNING
+    /// execution ([`Action::Overlap`]): the check runs under the same cron-row lock as
+    /// [`Store::create_exclusive`], so a retry and a dispatcher cannot both start one.
     pub async fn retry_execution(&self, id: i64) -> StoreResult<Action<job_execution::Model>> {
         let run = || async {
+            let txn = self.db.begin().await?;
+            let Some(row) = job_execution::Entity::find_by_id(id).one(&txn).await? else {
+                txn.rollback().await?;
+                return Ok::<_, DbErr>(None);
+            };
+            if let Some(job_id) = row.job_id {
+                let mut q = Sql::new(self.dialect);
+                q.push("SELECT allow_overlap FROM cron_jobs WHERE id = ")
+                    .bind(job_id)
+                    .push(if self.dialect == Dialect::Sqlite {
+                        ""
+                    } else {
+                        " FOR UPDATE"
+                    });
+                let allow_overlap = match txn.query_one(q.build()).await? {
+                    Some(r) => r.try_get_by_index::<bool>(0)?,
+                    None => true,
+                };
+                if !allow_overlap && has_unfinished(&txn, self.dialect, job_id).await? {
+                    txn.rollback().await?;
+                    return Ok(Some(Err(job_id)));
+                }
+            }
             let mut q = Sql::new(self.dialect);
             q.push("UPDATE job_executions SET status = ")
                 .bind(Status::Pending.as_str())
@@ -130,7 +158,7 @@ impl Store {
                 .push(
                     ", retry_count = 0, started_at = NULL, finished_at = NULL, \
                      error_message = NULL, result = NULL, worker_id = NULL, owner_token = NULL, \
-                     lease_expires_at = NULL, cancel_requested = ",
+                     lease_expires_at = NULL, cancel_reason = NULL, cancel_requested = ",
                 )
                 .bind(false)
                 .push(", updated_at = ")
@@ -139,42 +167,56 @@ impl Store {
                 .bind(id)
                 .push(" AND status IN ")
                 .bind_list(&RETRYABLE.map(Status::as_str));
-            Ok::<_, DbErr>(self.db.execute(q.build()).await?.rows_affected() == 1)
+            let changed = txn.execute(q.build()).await?.rows_affected() == 1;
+            txn.commit().await?;
+            Ok(Some(Ok(changed)))
         };
-        let changed = retry_transient(run).await?;
-        self.after_action(id, changed).await
+        match retry_transient(run).await? {
+            None => Ok(Action::NotFound),
+            Some(Err(job_id)) => Ok(Action::Overlap(format!(
+                "cron {job_id} does not allow overlap and has an execution that is PENDING or \
+                 RUNNING"
+            ))),
+            Some(Ok(changed)) => self.after_action(id, changed).await,
+        }
     }
 
-    /// PENDING -> CANCELLED at once; RUNNING gets `cancel_requested`, and its worker stops
-    /// the attempt at its next heartbeat and records CANCELLED. Final rows are refused.
+    /// PENDING -> CANCELLED at once; RUNNING gets `cancel_requested`: its worker stops the
+    /// attempt within a second and records CANCELLED, and every other way the attempt can
+    /// end (failure, timeout, lost worker, shutdown release) records CANCELLED too. One
+    /// statement, so it cannot fall between a worker's transitions. Final rows are refused.
     pub async fn cancel_execution(&self, id: i64) -> StoreResult<Action<job_execution::Model>> {
+        let pending = Status::Pending.as_str();
         let run = || async {
             let mut q = Sql::new(self.dialect);
-            q.push("UPDATE job_executions SET status = ")
-                .bind(Status::Cancelled.as_str())
-                .push(", finished_at = ")
-                .now()
-                .push(", error_message = ")
-                .bind(CANCELLED_PENDING_MESSAGE)
-                .push(", updated_at = ")
-                .now()
-                .push(" WHERE id = ")
-                .bind(id)
-                .push(" AND status = ")
-                .bind(Status::Pending.as_str());
-            if self.db.execute(q.build()).await?.rows_affected() == 1 {
-                return Ok::<_, DbErr>(true);
-            }
-            let mut q = Sql::new(self.dialect);
-            q.push("UPDATE job_executions SET cancel_requested = ")
+            // `status` last: MySQL evaluates the assignments left to right.
+            q.push("UPDATE job_executions SET cancel_requested = CASE WHEN status = ")
+                .bind(Status::Running.as_str())
+                .push(" THEN ")
                 .bind(true)
-                .push(", updated_at = ")
+                .push(" ELSE cancel_requested END, finished_at = CASE WHEN status = ")
+                .bind(pending)
+                .push(" THEN ")
                 .now()
-                .push(" WHERE id = ")
+                .push(" ELSE finished_at END, error_message = CASE WHEN status = ")
+                .bind(pending)
+                .push(" THEN ")
+                .bind(CANCELLED_PENDING_MESSAGE)
+                .push(" ELSE error_message END, cancel_reason = CASE WHEN status = ")
+                .bind(pending)
+                .push(" THEN ")
+                .bind(CancelReason::Operator.as_str())
+                .push(" ELSE cancel_reason END, updated_at = ")
+                .now()
+                .push(", status = CASE WHEN status = ")
+                .bind(pending)
+                .push(" THEN ")
+                .bind(Status::Cancelled.as_str())
+                .push(" ELSE status END WHERE id = ")
                 .bind(id)
-                .push(" AND status = ")
-                .bind(Status::Running.as_str());
-            Ok(self.db.execute(q.build()).await?.rows_affected() == 1)
+                .push(" AND status IN ")
+                .bind_list(&[pending, Status::Running.as_str()]);
+            Ok::<_, DbErr>(self.db.execute(q.build()).await?.rows_affected() == 1)
         };
         let changed = retry_transient(run).await?;
         self.after_action(id, changed).await

@@ -114,7 +114,9 @@ impl Store {
             .map_or(0, |c| c.total.max(0) as u64);
 
         let mut page = Sql::new(self.dialect);
-        page.push("SELECT * FROM job_executions");
+        page.push("SELECT ")
+            .push(job_execution::select_list(false))
+            .push(" FROM job_executions");
         filtered(&mut page, filter);
         page.push(" ORDER BY scheduled_time DESC, id DESC LIMIT ")
             .bind(limit as i64)

@@ -1,13 +1,19 @@
 //! Rescue protocol: RUNNING rows whose lease expired on the database clock (their worker died,
 //! hung or lost the database) go back to PENDING with the attempt counted, or become FAILED
-//! when retries are exhausted, by the retry rule of [`super::transition`]. The guard
-//! `status = 'RUNNING' AND lease_expires_at < now` makes a row rescued once however many
-//! rescuers race: the second update finds the row no longer RUNNING.
+//! when retries are exhausted, by the retry rule of [`super::transition`] (CANCELLED when an
+//! operator had asked to cancel them). The guard `status = 'RUNNING' AND lease_expires_at <
+//! now - grace` makes a row rescued once however many rescuers race: the second update
+//! finds the row no longer RUNNING.
+//!
+//! The grace is what makes "never on two workers at once" hold: a worker stops an attempt
+//! whose lease it could not renew before the lease ends (`lease − margin` after it sent the
+//! last successful renewal), and the rescuer waits `grace` past the end, so the first
+//! attempt is dead before any other process can claim the row.
 
 use sea_orm::{ConnectionTrait, EntityTrait, FromQueryResult, TransactionTrait};
 
 use super::dialect::{Dialect, Sql};
-use super::transition::retry_or_final;
+use super::transition::{cancelled_while_running, retry_or_final};
 use super::{retry_transient, Store, StoreResult};
 use crate::entities::job_execution::{self, Status};
 
@@ -39,28 +45,59 @@ impl Store {
         Ok(Overdue::find_by_statement(q.build()).all(&self.db).await?)
     }
 
-    /// Rescues up to `limit` expired leases and returns the rows as they are afterwards
-    /// (PENDING for a retry, or FAILED). Rescued attempts are eligible again at once.
-    pub async fn rescue_expired(&self, limit: u32) -> StoreResult<Vec<job_execution::Model>> {
+    /// Rescues up to `limit` leases that expired more than `grace_seconds` ago and returns
+    /// the rows as they are afterwards (PENDING for a retry, FAILED, or CANCELLED). Rescued
+    /// attempts are eligible again at once.
+    pub async fn rescue_expired(
+        &self,
+        limit: u32,
+        grace_seconds: f64,
+    ) -> StoreResult<Vec<job_execution::Model>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        Ok(retry_transient(|| self.try_rescue(limit)).await?)
+        Ok(retry_transient(|| self.try_rescue(limit, grace_seconds.max(0.0))).await?)
     }
 
-    async fn try_rescue(&self, limit: u32) -> Result<Vec<job_execution::Model>, sea_orm::DbErr> {
+    async fn try_rescue(
+        &self,
+        limit: u32,
+        grace_seconds: f64,
+    ) -> Result<Vec<job_execution::Model>, sea_orm::DbErr> {
         let d = self.dialect;
+        let cancelled = cancelled_while_running("lost its worker (lease expired)");
         let expired = |q: &mut Sql| {
             q.push(" status = ")
                 .bind(Status::Running.as_str())
                 .push(" AND lease_expires_at < ")
-                .now();
+                .now_plus(-grace_seconds);
+        };
+        let set = |q: &mut Sql| {
+            retry_or_final(q, Status::Failed, LEASE_EXPIRED_MESSAGE, &cancelled, 0.0);
         };
         match d {
-            Dialect::Postgres | Dialect::Sqlite => {
+            Dialect::Postgres => {
+                // MATERIALIZED: the planner must not re-run the locking subquery.
+                let mut q = Sql::new(d);
+                q.push("WITH picked AS MATERIALIZED (SELECT id FROM job_executions WHERE");
+                expired(&mut q);
+                q.push(" ORDER BY lease_expires_at LIMIT ")
+                    .bind(limit as i64)
+                    .push(d.skip_locked())
+                    .push(") UPDATE job_executions");
+                set(&mut q);
+                q.push(" FROM picked WHERE job_executions.id = picked.id AND");
+                expired(&mut q);
+                q.push(" RETURNING ").push(job_execution::select_list(true));
+                job_execution::Entity::find()
+                    .from_raw_sql(q.build())
+                    .all(&self.db)
+                    .await
+            }
+            Dialect::Sqlite => {
                 let mut q = Sql::new(d);
                 q.push("UPDATE job_executions");
-                retry_or_final(&mut q, Status::Failed, LEASE_EXPIRED_MESSAGE, 0.0);
+                set(&mut q);
                 q.push(" WHERE id IN (SELECT id FROM job_executions WHERE");
                 expired(&mut q);
                 q.push(" ORDER BY lease_expires_at LIMIT ")
@@ -68,7 +105,8 @@ impl Store {
                     .push(d.skip_locked())
                     .push(") AND");
                 expired(&mut q);
-                q.push(" RETURNING *");
+                q.push(" RETURNING ")
+                    .push(job_execution::select_list(false));
                 job_execution::Entity::find()
                     .from_raw_sql(q.build())
                     .all(&self.db)
@@ -95,12 +133,14 @@ impl Store {
                 // The rows are locked by this transaction, so the guard still holds for all.
                 let mut q = Sql::new(d);
                 q.push("UPDATE job_executions");
-                retry_or_final(&mut q, Status::Failed, LEASE_EXPIRED_MESSAGE, 0.0);
+                set(&mut q);
                 q.push(" WHERE id IN ").bind_list(&ids).push(" AND");
                 expired(&mut q);
                 txn.execute(q.build()).await?;
                 let mut q = Sql::new(d);
-                q.push("SELECT * FROM job_executions WHERE id IN ")
+                q.push("SELECT ")
+                    .push(job_execution::select_list(false))
+                    .push(" FROM job_executions WHERE id IN ")
                     .bind_list(&ids);
                 let rows = job_execution::Entity::find()
                     .from_raw_sql(q.build())

@@ -122,7 +122,7 @@ impl JobsApi {
                 Ok(Deleted::NoContent)
             }
             Action::NotFound => Err(ApiError::not_found("execution", id.0)),
-            Action::WrongState(_) => Err(ApiError::conflict(
+            Action::WrongState(_) | Action::Overlap(_) => Err(ApiError::conflict(
                 "running",
                 format!("execution {} is RUNNING; cancel it first", id.0),
             )),
@@ -185,6 +185,7 @@ impl JobsApi {
                 "invalid_state",
                 format!("execution {id} is {status}: {rule}"),
             )),
+            Action::Overlap(message) => Err(ApiError::conflict("overlap", message)),
         }
     }
 }
