@@ -96,9 +96,16 @@ pub enum RuntimeError {
     Listen(String),
 }
 
+/// Connections of the worker's dedicated lease pool (renewals and cancel polls).
+pub const LEASE_POOL_CONNECTIONS: u32 = 2;
+
 /// What every actor of one process shares, read-only.
 pub struct Shared {
     pub(crate) store: Store,
+    /// A small pool of its own for lease renewals and cancel polls, so they never wait
+    /// behind claims and outcome writes on `store` (the same pool when it cannot be opened
+    /// separately, see [`Store::dedicated`]).
+    pub(crate) lease_store: Store,
     pub(crate) settings: Settings,
     pub(crate) registry: Registry,
     pub(crate) worker_id: String,
@@ -206,8 +213,20 @@ impl Runtime {
             .id
             .clone()
             .unwrap_or_else(default_worker_id);
+        let lease_store = if self.roles.worker {
+            store
+                .dedicated(LEASE_POOL_CONNECTIONS)
+                .await
+                .map_err(|source| RuntimeError::Connect {
+                    url: redact_url(&self.settings.default_database().url),
+                    source,
+                })?
+        } else {
+            store.clone()
+        };
         let shared = Arc::new(Shared {
             store: store.clone(),
+            lease_store,
             settings: self.settings,
             registry: self.registry,
             worker_id,

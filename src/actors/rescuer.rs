@@ -1,7 +1,7 @@
-//! The Rescuer: every `interval`, returns RUNNING executions whose lease expired (their
-//! worker crashed, hung or lost the database) to PENDING with the attempt counted, or makes
-//! them FAILED when retries are exhausted ([`Store::rescue_expired`]; safe with any number
-//! of rescuers). It also warns about PENDING executions nobody claims, usually because no
+//! The Rescuer: every `interval`, returns RUNNING executions whose lease expired at least
+//! `grace` ago (their worker crashed, hung or lost the database) to PENDING with the attempt
+//! counted, or makes them FAILED when retries are exhausted, or CANCELLED when an operator
+//! asked for it ([`Store::rescue_expired`]; safe with any number of rescuers). It also warns about PENDING executions nobody claims, usually because no
 //! running worker has registered their handler.
 
 use std::collections::HashMap;
@@ -20,6 +20,10 @@ use crate::store::StoreResult;
 #[derive(Debug, Clone)]
 pub struct RescuerConfig {
     pub interval: Duration,
+    /// A lease must have ended this long ago before its row is rescued: one heartbeat
+    /// interval, while workers stop an unrenewed attempt half a heartbeat *before* the end
+    /// (`pool::PoolConfig::lease_margin`), so the old attempt is dead before a new one starts.
+    pub grace: Duration,
     /// Rows rescued per statement.
     pub batch: u32,
     /// A PENDING execution this late is reported as unclaimed.
@@ -36,6 +40,7 @@ impl RescuerConfig {
     pub fn from_settings(s: &WorkerSettings) -> RescuerConfig {
         RescuerConfig {
             interval: Duration::from_secs(s.rescue_interval_seconds),
+            grace: Duration::from_secs(s.heartbeat_interval_seconds),
             batch: Self::DEFAULT_BATCH,
             overdue_after: Self::DEFAULT_OVERDUE_AFTER,
             overdue_report_every: Self::DEFAULT_OVERDUE_REPORT_EVERY,
@@ -113,7 +118,7 @@ async fn rescue(state: &mut RescuerState) -> StoreResult<()> {
         let rows = state
             .shared
             .store
-            .rescue_expired(state.config.batch)
+            .rescue_expired(state.config.batch, state.config.grace.as_secs_f64())
             .await?;
         for row in &rows {
             tracing::warn!(

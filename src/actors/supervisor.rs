@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::admin::{AdminArgs, AdminServer};
 use super::dispatcher::{Dispatcher, DispatcherConfig};
-use super::pool::{PoolConfig, PoolMsg, WorkerPool};
+use super::pool::{PoolArgs, PoolConfig, PoolMsg, WorkerPool};
 use super::presence::Presence;
 use super::rescuer::{Rescuer, RescuerConfig};
 use super::{backoff, send_later, Exit, Roles, Shared};
@@ -76,7 +76,26 @@ pub enum SupervisorMsg {
     Shutdown,
     /// Start a child again after its backoff.
     Restart(ChildKind),
+    /// The worker pool started an attempt (kept until it ends, see [`ReleaseOrphans`]).
+    ///
+    /// [`ReleaseOrphans`]: SupervisorMsg::ReleaseOrphans
+    AttemptStarted {
+        id: i64,
+        token: String,
+        actor: ActorCell,
+    },
+    /// The worker pool saw that attempt's actor end; the pool records its outcome.
+    AttemptEnded { id: i64, token: String },
+    /// The worker pool is gone: kill what it still ran and release those executions at once
+    /// (PENDING, not counted) instead of leaving them RUNNING until their leases expire.
+    /// Sent to itself behind the pool's last messages, which the supervision event may
+    /// overtake (ractor delivers those first).
+    ReleaseOrphans,
 }
+
+/// How long an orphaned attempt's actor may take to stop before it is left to lease expiry
+/// (releasing a row whose handler may still run would run it twice).
+const ORPHAN_STOP_LIMIT: Duration = Duration::from_secs(10);
 
 pub struct SupervisorArgs {
     pub(crate) shared: Arc<Shared>,
@@ -94,6 +113,8 @@ pub struct SupervisorState {
     config: SupervisorConfig,
     children: HashMap<ActorId, (ChildKind, ActorCell)>,
     pool: Option<ActorRef<PoolMsg>>,
+    /// The worker pool's running attempts: execution id -> (owner token, task actor).
+    attempts: HashMap<i64, (String, ActorCell)>,
     crashes: HashMap<ChildKind, VecDeque<Instant>>,
     shutting_down: bool,
     exit: watch::Sender<Option<Exit>>,
@@ -117,6 +138,7 @@ impl Actor for Supervisor {
             config: args.config,
             children: HashMap::new(),
             pool: None,
+            attempts: HashMap::new(),
             crashes: HashMap::new(),
             shutting_down: false,
             exit: args.exit,
@@ -191,6 +213,15 @@ impl Actor for Supervisor {
         crate::metrics::message_handled("supervisor");
         match msg {
             SupervisorMsg::Shutdown => begin_shutdown(&myself, state),
+            SupervisorMsg::AttemptStarted { id, token, actor } => {
+                state.attempts.insert(id, (token, actor));
+            }
+            SupervisorMsg::AttemptEnded { id, token } => {
+                if state.attempts.get(&id).is_some_and(|(t, _)| *t == token) {
+                    state.attempts.remove(&id);
+                }
+            }
+            SupervisorMsg::ReleaseOrphans => release_orphans(state),
             SupervisorMsg::Restart(kind) => {
                 if state.shutting_down {
                     return Ok(());
@@ -225,6 +256,7 @@ impl Actor for Supervisor {
         count_children(state, kind);
         if kind == ChildKind::WorkerPool {
             state.pool = None;
+            let _ = myself.send_message(SupervisorMsg::ReleaseOrphans);
         }
         if state.shutting_down {
             tracing::info!(child = kind.name(), "child stopped");
@@ -291,6 +323,71 @@ fn crashed(
     send_later(myself, delay, SupervisorMsg::Restart(kind));
 }
 
+/// Kills the attempts a dead worker pool left and releases their rows, in a task of its own.
+/// Each row is released only once its actor (and with it the handler and its process group)
+/// has stopped; the release is fenced by the attempt's token, so a row that was rescued or
+/// finished meanwhile is left alone.
+fn release_orphans(state: &mut SupervisorState) {
+    if state.attempts.is_empty() {
+        return;
+    }
+    let orphans: Vec<(i64, String, ActorCell)> = state
+        .attempts
+        .drain()
+        .map(|(id, (token, actor))| (id, token, actor))
+        .collect();
+    let store = state.shared.store.clone();
+    let worker = state.shared.worker_id.clone();
+    tracing::warn!(
+        worker = %worker,
+        attempts = orphans.len(),
+        "the worker pool stopped with attempts running: stopping them and returning their executions to PENDING"
+    );
+    tokio::spawn(async move {
+        for (id, token, actor) in orphans {
+            if !stop_actor(&actor).await {
+                tracing::error!(
+                    execution_id = id,
+                    worker = %worker,
+                    "an orphaned attempt did not stop; leaving its execution to lease expiry"
+                );
+                continue;
+            }
+            match store.release(id, &token).await {
+                Ok(Some(released)) => tracing::info!(
+                    execution_id = id,
+                    worker = %worker,
+                    status = ?released,
+                    "released the attempt of the stopped worker pool (not counted)"
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(
+                    execution_id = id,
+                    worker = %worker,
+                    error = %e,
+                    "cannot release the attempt of the stopped worker pool; its lease will expire"
+                ),
+            }
+        }
+    });
+}
+
+/// Kills `actor` and waits until it has stopped; `false` if it did not within
+/// [`ORPHAN_STOP_LIMIT`].
+async fn stop_actor(actor: &ActorCell) -> bool {
+    let started = tokio::time::Instant::now();
+    loop {
+        if actor.get_status() == ractor::ActorStatus::Stopped {
+            return true;
+        }
+        if started.elapsed() >= ORPHAN_STOP_LIMIT {
+            return false;
+        }
+        actor.kill();
+        let _ = actor.wait(Some(Duration::from_millis(100))).await;
+    }
+}
+
 fn begin_shutdown(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
     if state.shutting_down {
         return;
@@ -327,9 +424,12 @@ async fn spawn_child(
                 .get_cell()
         }
         ChildKind::WorkerPool => {
-            let config = PoolConfig::from_settings(&shared.settings.worker);
-            let (pool, _) =
-                Actor::spawn_linked(None, WorkerPool, (shared, config), supervisor).await?;
+            let args = PoolArgs {
+                config: PoolConfig::from_settings(&shared.settings.worker),
+                shared,
+                book: Some(myself.clone()),
+            };
+            let (pool, _) = Actor::spawn_linked(None, WorkerPool, args, supervisor).await?;
             state.pool = Some(pool.clone());
             pool.get_cell()
         }

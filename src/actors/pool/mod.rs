@@ -2,20 +2,30 @@
 //! each attempt in its own TaskActor, and, as those actors' supervisor, records how each
 //! attempt ended: SUCCESS with the result, FAILED with the error or panic message, TIMEOUT
 //! when it killed the actor at `timeout_seconds`, then retry (exponential backoff with jitter)
-//! or final through the store's fenced transitions.
+//! or final through the store's fenced transitions ([`record`]).
 //!
 //! - At most `concurrency` attempts at once; claims take up to `claim_batch_size` rows.
 //! - When nothing more is due it sleeps until the earliest PENDING `run_at` of its handlers
 //!   (by the database clock), at most `poll_interval`; a freed slot claims again at once.
-//! - Every `heartbeat_interval` it renews the leases of running attempts. A lost lease (the
-//!   rescuer or an operator took the row) kills the attempt without reporting it; an
-//!   operator's cancel request kills it and records CANCELLED. An attempt whose lease could
-//!   not be renewed for `lease_seconds` is killed too: another worker may own it by now.
+//! - A claim whose outcome is unknown (an error or timeout around its commit) is resolved by
+//!   its token before the next claim: the rows it did take are adopted and run.
+//! - Leases ([`leases`]): renewed in one statement per heartbeat on a dedicated pool; an
+//!   attempt whose lease could not be renewed is killed before the lease ends; a lost lease
+//!   kills the attempt without reporting it; an operator's cancel kills it within a second
+//!   and records CANCELLED.
+//! - Every attempt started and ended is reported to the supervisor, so if this actor crashes
+//!   the supervisor kills and releases its attempts at once instead of leaving their rows
+//!   RUNNING until the leases expire.
 //! - Drain (shutdown): no more claims; running attempts get `shutdown_timeout`, then are
 //!   killed and released to PENDING without counting the attempt; then the pool stops.
 //!
 //! Database writes run in spawned tasks that report back by message, so a slow or absent
 //! database never stops the pool from enforcing deadlines.
+
+mod leases;
+mod record;
+
+pub use leases::CANCEL_POLL_INTERVAL;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -27,17 +37,19 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::supervisor::SupervisorMsg;
 use super::task::{TaskActor, TaskArgs, TaskState};
 use super::{backoff, send_later, Shared};
 use crate::config::WorkerSettings;
-use crate::entities::job_execution::{Model as Execution, Status};
+use crate::entities::job_execution::Model as Execution;
 use crate::handlers::{ExecutionContext, HandlerError};
-use crate::store::claim::ClaimRequest;
-use crate::store::transition::{FailOutcome, Failure, Lease};
-use crate::store::{Store, StoreError};
+use crate::store::claim::{new_token, ClaimRequest};
+use crate::store::Store;
+use leases::Renewals;
+use record::{spawn_record, Outcome};
 
-/// Longest wait between two attempts to record an outcome while the database is unreachable.
-const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
+/// Longest pause between two tries to resolve a claim whose outcome is unknown.
+const RESOLVE_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// The pool's settings as durations, from `worker.*`.
 #[derive(Debug, Clone)]
@@ -47,6 +59,8 @@ pub struct PoolConfig {
     pub poll_interval: Duration,
     pub lease: Duration,
     pub heartbeat_interval: Duration,
+    /// An attempt whose lease was not renewed stops this long before the lease ends.
+    pub lease_margin: Duration,
     pub shutdown_timeout: Duration,
     pub retry_backoff_base_seconds: f64,
     pub retry_backoff_max_seconds: f64,
@@ -55,12 +69,14 @@ pub struct PoolConfig {
 
 impl PoolConfig {
     pub fn from_settings(s: &WorkerSettings) -> PoolConfig {
+        let heartbeat_interval = Duration::from_secs(s.heartbeat_interval_seconds);
         PoolConfig {
             concurrency: s.concurrency as usize,
             claim_batch_size: s.claim_batch_size,
             poll_interval: Duration::from_secs_f64(s.poll_interval_seconds),
             lease: Duration::from_secs(s.lease_seconds),
-            heartbeat_interval: Duration::from_secs(s.heartbeat_interval_seconds),
+            heartbeat_interval,
+            lease_margin: heartbeat_interval / 2,
             shutdown_timeout: Duration::from_secs(s.shutdown_timeout_seconds),
             retry_backoff_base_seconds: s.retry_backoff_base_seconds,
             retry_backoff_max_seconds: s.retry_backoff_max_seconds,
@@ -69,19 +85,39 @@ impl PoolConfig {
     }
 }
 
+/// What a pool starts with.
+pub struct PoolArgs {
+    pub(crate) shared: Arc<Shared>,
+    pub config: PoolConfig,
+    /// Told of every attempt started and ended, to release them if this pool crashes.
+    pub book: Option<ActorRef<SupervisorMsg>>,
+}
+
 pub enum PoolMsg {
     /// Claim if there are free slots.
     Poll,
-    /// A claim finished; `next_due` is set when it returned fewer rows than requested.
+    /// A claim finished. `lease_sent`: when the statement that set the rows' lease was sent.
+    /// `error`: the claim's outcome was unknown and `rows` are what resolving it by its
+    /// token found. `next_due` is set when a clean claim returned fewer rows than requested.
     Claimed {
-        rows: Result<Vec<Execution>, String>,
+        rows: Vec<Execution>,
+        lease_sent: Instant,
         requested: usize,
         next_due: Option<Duration>,
+        error: Option<String>,
     },
     /// Renew the leases of running attempts.
     Heartbeat,
-    /// Renewal results.
-    LeasesChecked(Vec<(i64, String, Result<Lease, String>)>),
+    /// Renewal results; `sent_at`: when the renewal was sent.
+    LeasesChecked {
+        sent_at: Instant,
+        results: Renewals,
+    },
+    /// Look for cancel requests.
+    CancelPoll,
+    CancelsChecked(Result<Vec<(i64, String)>, String>),
+    /// An attempt's lease deadline (renewals permitting) has come.
+    LeaseDeadline(i64),
     /// An attempt reached its timeout.
     Deadline(i64),
     /// The outcome of this execution's attempt is written (or given up on): its slot is free.
@@ -106,9 +142,11 @@ struct Running {
     token: String,
     actor: ActorCell,
     started: Instant,
-    last_renewed: Instant,
+    /// When the last statement that renewed (or set, by claiming) the lease was sent.
+    lease_sent: Instant,
     ending: Option<Ending>,
     deadline: JoinHandle<()>,
+    lease_timer: JoinHandle<()>,
 }
 
 impl Running {
@@ -141,21 +179,12 @@ impl Running {
     }
 }
 
-/// What to write for an ended attempt.
-#[derive(Debug)]
-enum Outcome {
-    Success(Value),
-    Failed(String),
-    Timeout(String),
-    Cancelled,
-    Release,
-}
-
 pub struct WorkerPool;
 
 pub struct PoolState {
     shared: Arc<Shared>,
     config: PoolConfig,
+    book: Option<ActorRef<SupervisorMsg>>,
     handlers: Vec<String>,
     running: HashMap<i64, Running>,
     by_actor: HashMap<ActorId, i64>,
@@ -163,10 +192,11 @@ pub struct PoolState {
     recording: HashSet<i64>,
     claim_in_flight: usize,
     heartbeat_in_flight: bool,
+    cancel_poll_in_flight: bool,
     draining: bool,
     claim_errors: u32,
     poll_timer: Option<(Instant, JoinHandle<()>)>,
-    heartbeat_timer: Option<JoinHandle<()>>,
+    tickers: Vec<JoinHandle<()>>,
     drain_timer: Option<JoinHandle<()>>,
 }
 
@@ -178,18 +208,44 @@ impl PoolState {
     fn idle(&self) -> bool {
         self.running.is_empty() && self.recording.is_empty() && self.claim_in_flight == 0
     }
+
+    fn tell_book(&self, msg: SupervisorMsg) {
+        if let Some(book) = &self.book {
+            let _ = book.send_message(msg);
+        }
+    }
+}
+
+/// Sends `msg()` to the pool every `period`, the first time one period from now.
+fn ticker(pool: &ActorRef<PoolMsg>, period: Duration, msg: fn() -> PoolMsg) -> JoinHandle<()> {
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval_at(Instant::now() + period, period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            if pool.send_message(msg()).is_err() {
+                return;
+            }
+        }
+    })
 }
 
 impl Actor for WorkerPool {
     type Msg = PoolMsg;
     type State = PoolState;
-    type Arguments = (Arc<Shared>, PoolConfig);
+    type Arguments = PoolArgs;
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        (shared, config): Self::Arguments,
+        args: PoolArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let PoolArgs {
+            shared,
+            config,
+            book,
+        } = args;
         let handlers = shared.registry.names();
         tracing::info!(
             worker = %shared.worker_id,
@@ -197,34 +253,26 @@ impl Actor for WorkerPool {
             handlers = ?handlers,
             "worker pool started"
         );
-        let heartbeat = {
-            let pool = myself.clone();
-            let period = config.heartbeat_interval;
-            tokio::spawn(async move {
-                let mut interval = tokio::time::interval_at(Instant::now() + period, period);
-                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    interval.tick().await;
-                    if pool.send_message(PoolMsg::Heartbeat).is_err() {
-                        return;
-                    }
-                }
-            })
-        };
+        let tickers = vec![
+            ticker(&myself, config.heartbeat_interval, || PoolMsg::Heartbeat),
+            ticker(&myself, CANCEL_POLL_INTERVAL, || PoolMsg::CancelPoll),
+        ];
         myself.send_message(PoolMsg::Poll)?;
         Ok(PoolState {
             shared,
             config,
+            book,
             handlers,
             running: HashMap::new(),
             by_actor: HashMap::new(),
             recording: HashSet::new(),
             claim_in_flight: 0,
             heartbeat_in_flight: false,
+            cancel_poll_in_flight: false,
             draining: false,
             claim_errors: 0,
             poll_timer: None,
-            heartbeat_timer: Some(heartbeat),
+            tickers,
             drain_timer: None,
         })
     }
@@ -234,18 +282,17 @@ impl Actor for WorkerPool {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        for timer in [
-            state.poll_timer.take().map(|(_, t)| t),
-            state.heartbeat_timer.take(),
-            state.drain_timer.take(),
-        ]
-        .into_iter()
-        .flatten()
+        for timer in state
+            .tickers
+            .drain(..)
+            .chain(state.poll_timer.take().map(|(_, t)| t))
+            .chain(state.drain_timer.take())
         {
             timer.abort();
         }
         for run in state.running.values() {
             run.deadline.abort();
+            run.lease_timer.abort();
         }
         tracing::info!(worker = %state.shared.worker_id, "worker pool stopped");
         Ok(())
@@ -262,11 +309,18 @@ impl Actor for WorkerPool {
             PoolMsg::Poll => poll(&myself, state),
             PoolMsg::Claimed {
                 rows,
+                lease_sent,
                 requested,
                 next_due,
-            } => claimed(&myself, state, rows, requested, next_due).await,
-            PoolMsg::Heartbeat => heartbeat(&myself, state),
-            PoolMsg::LeasesChecked(results) => leases_checked(state, results),
+                error,
+            } => claimed(&myself, state, rows, lease_sent, requested, next_due, error).await,
+            PoolMsg::Heartbeat => leases::heartbeat(&myself, state),
+            PoolMsg::LeasesChecked { sent_at, results } => {
+                leases::leases_checked(state, sent_at, results)
+            }
+            PoolMsg::CancelPoll => leases::poll_cancels(&myself, state),
+            PoolMsg::CancelsChecked(result) => leases::cancels_checked(state, result),
+            PoolMsg::LeaseDeadline(id) => leases::deadline_reached(&myself, state, id),
             PoolMsg::Deadline(id) => {
                 if let Some(run) = state.running.get_mut(&id) {
                     run.stop(
@@ -312,6 +366,16 @@ impl Actor for WorkerPool {
                         "shutdown timeout: returning it to PENDING for another worker",
                     );
                 }
+                if state.claim_in_flight > 0 {
+                    // The database has not answered the claim (nor its resolution) for the
+                    // whole grace period: stop waiting; its rows, if any, go to the rescuer.
+                    tracing::warn!(
+                        worker = %state.shared.worker_id,
+                        "shutdown timeout with a claim still unresolved; its rows, if it took any, return when their lease expires"
+                    );
+                    state.claim_in_flight = 0;
+                }
+                stop_if_drained(&myself, state);
             }
         }
         Ok(())
@@ -347,6 +411,11 @@ impl Actor for WorkerPool {
         };
         crate::metrics::task_actors_running(state.running.len());
         run.deadline.abort();
+        run.lease_timer.abort();
+        state.tell_book(SupervisorMsg::AttemptEnded {
+            id,
+            token: run.token.clone(),
+        });
         let timeout = run.execution.timeout_seconds;
         let outcome = match (run.ending, outcome) {
             (Some(Ending::LeaseLost), _) => None,
@@ -360,14 +429,7 @@ impl Actor for WorkerPool {
             (None, None) => Some(Outcome::Failed("the attempt stopped unexpectedly".into())),
         };
         let elapsed = run.started.elapsed();
-        let label = match &outcome {
-            None => "lost",
-            Some(Outcome::Success(_)) => "success",
-            Some(Outcome::Failed(_)) => "failed",
-            Some(Outcome::Timeout(_)) => "timeout",
-            Some(Outcome::Cancelled) => "cancelled",
-            Some(Outcome::Release) => "released",
-        };
+        let label = outcome.as_ref().map_or("lost", Outcome::label);
         crate::metrics::attempt_finished(&run.execution.handler_name, label, elapsed);
         match outcome {
             None => {
@@ -377,7 +439,7 @@ impl Actor for WorkerPool {
                     handler = %run.execution.handler_name,
                     attempt = run.execution.retry_count + 1,
                     worker = %state.shared.worker_id,
-                    "attempt stopped: its lease was lost (rescued, cancelled or taken by another worker); not reporting it"
+                    "attempt stopped: its lease was lost or could not be renewed in time; not reporting it"
                 );
                 if state.draining {
                     stop_if_drained(&myself, state);
@@ -410,26 +472,98 @@ fn poll(myself: &ActorRef<PoolMsg>, state: &mut PoolState) {
     let store = state.shared.store.clone();
     let handlers = state.handlers.clone();
     let worker_id = state.shared.worker_id.clone();
-    let lease = state.config.lease.as_secs_f64();
+    let lease = state.config.lease;
     let pool = myself.clone();
     tokio::spawn(async move {
+        let token = new_token();
         let req = ClaimRequest {
             worker_id: &worker_id,
             handlers: &handlers,
             limit: requested as u32,
-            lease_seconds: lease,
+            lease_seconds: lease.as_secs_f64(),
+            token: &token,
         };
-        let rows = store.claim(&req).await.map_err(|e| e.to_string());
-        let next_due = match &rows {
-            Ok(rows) if rows.len() < requested => store.next_due(&handlers).await.ok().flatten(),
-            _ => None,
+        let sent_at = Instant::now();
+        // Past the lease the claimed rows would be the rescuer's anyway.
+        let outcome = match tokio::time::timeout(lease, store.claim(&req)).await {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {} s", lease.as_secs())),
         };
-        let _ = pool.send_message(PoolMsg::Claimed {
-            rows,
-            requested,
-            next_due,
-        });
+        let msg = match outcome {
+            Ok(rows) => {
+                let next_due = if rows.len() < requested {
+                    store.next_due(&handlers).await.ok().flatten()
+                } else {
+                    None
+                };
+                PoolMsg::Claimed {
+                    rows,
+                    lease_sent: sent_at,
+                    requested,
+                    next_due,
+                    error: None,
+                }
+            }
+            Err(error) => {
+                let (rows, lease_sent) =
+                    resolve_claim(&store, &token, lease, &worker_id, &error).await;
+                PoolMsg::Claimed {
+                    rows,
+                    lease_sent,
+                    requested,
+                    next_due: None,
+                    error: Some(error),
+                }
+            }
+        };
+        let _ = pool.send_message(msg);
     });
+}
+
+/// A claim failed in a way that leaves its outcome unknown (it may have committed with the
+/// reply lost). Looks for the rows carrying its token, renewing their lease, until the
+/// database answers: those rows are the claim's, to be run (or released when draining),
+/// so none stays RUNNING with no attempt behind it. Returns them with when the renewal
+/// that stands as their lease was sent.
+async fn resolve_claim(
+    store: &Store,
+    token: &str,
+    lease: Duration,
+    worker: &str,
+    error: &str,
+) -> (Vec<Execution>, Instant) {
+    let mut failures = 0u32;
+    loop {
+        let sent = Instant::now();
+        let answer =
+            tokio::time::timeout(lease, store.adopt_claim(token, lease.as_secs_f64())).await;
+        match answer {
+            Ok(Ok(rows)) => {
+                tracing::warn!(
+                    worker,
+                    error,
+                    adopted = rows.len(),
+                    tries = failures + 1,
+                    "claim failed with an unknown outcome; resolved by its token"
+                );
+                return (rows, sent);
+            }
+            Ok(Err(e)) => {
+                failures += 1;
+                tracing::warn!(worker, error = %e, failures, "cannot resolve an unfinished claim yet; retrying");
+            }
+            Err(_) => {
+                failures += 1;
+                tracing::warn!(
+                    worker,
+                    failures,
+                    "resolving an unfinished claim timed out; retrying"
+                );
+            }
+        }
+        tokio::time::sleep(backoff(0.2, RESOLVE_RETRY_MAX.as_secs_f64(), failures, 0.2)).await;
+    }
 }
 
 fn schedule_poll(myself: &ActorRef<PoolMsg>, state: &mut PoolState, delay: Duration) {
@@ -448,55 +582,48 @@ fn schedule_poll(myself: &ActorRef<PoolMsg>, state: &mut PoolState, delay: Durat
 async fn claimed(
     myself: &ActorRef<PoolMsg>,
     state: &mut PoolState,
-    rows: Result<Vec<Execution>, String>,
+    rows: Vec<Execution>,
+    lease_sent: Instant,
     requested: usize,
     next_due: Option<Duration>,
+    error: Option<String>,
 ) {
     state.claim_in_flight = 0;
-    let rows = match rows {
-        Ok(rows) => {
-            state.claim_errors = 0;
-            rows
-        }
-        Err(e) => {
+    let full = error.is_none() && rows.len() == requested;
+    match &error {
+        Some(e) => {
             state.claim_errors += 1;
-            let delay = backoff(
-                state.config.poll_interval.as_secs_f64().min(1.0),
-                30.0,
-                state.claim_errors,
-                0.2,
-            );
             tracing::warn!(
                 worker = %state.shared.worker_id,
                 error = %e,
                 failures = state.claim_errors,
-                retry_in_ms = delay.as_millis() as u64,
+                adopted = rows.len(),
                 "claim failed"
             );
-            if !state.draining {
-                schedule_poll(myself, state, delay);
-            } else {
-                stop_if_drained(myself, state);
-            }
-            return;
         }
-    };
-    let full = rows.len() == requested;
+        None => state.claim_errors = 0,
+    }
     for row in rows {
         if state.draining {
             // Claimed while the drain began: give it straight back.
-            state.recording.insert(row.id);
-            let token = row.owner_token.clone().unwrap_or_default();
-            spawn_record(myself, state, row, token, Outcome::Release, Duration::ZERO);
+            release_unstarted(myself, state, row);
             continue;
         }
-        start_attempt(myself, state, row).await;
+        start_attempt(myself, state, row, lease_sent).await;
     }
     if state.draining {
         stop_if_drained(myself, state);
         return;
     }
-    if full {
+    if error.is_some() {
+        let delay = backoff(
+            state.config.poll_interval.as_secs_f64().min(1.0),
+            30.0,
+            state.claim_errors,
+            0.2,
+        );
+        schedule_poll(myself, state, delay);
+    } else if full {
         poll(myself, state);
     } else {
         let delay = next_due
@@ -506,16 +633,35 @@ async fn claimed(
     }
 }
 
-async fn start_attempt(myself: &ActorRef<PoolMsg>, state: &mut PoolState, row: Execution) {
+/// Gives a claimed row back without running it (not counted).
+fn release_unstarted(myself: &ActorRef<PoolMsg>, state: &mut PoolState, row: Execution) {
+    state.recording.insert(row.id);
+    let token = row.owner_token.clone().unwrap_or_default();
+    spawn_record(myself, state, row, token, Outcome::Release, Duration::ZERO);
+}
+
+async fn start_attempt(
+    myself: &ActorRef<PoolMsg>,
+    state: &mut PoolState,
+    row: Execution,
+    lease_sent: Instant,
+) {
     let id = row.id;
     let token = row.owner_token.clone().unwrap_or_default();
     let attempt = (row.retry_count.max(0) + 1) as u32;
     let timeout = Duration::from_secs(row.timeout_seconds.max(1) as u64);
     let lag_ms = (Utc::now() - row.scheduled_time).num_milliseconds();
+    let lease_deadline = leases::lease_deadline(state, lease_sent);
+    if Instant::now() >= lease_deadline {
+        // The claim took so long that its lease is nearly over: running it now could
+        // overlap with a rescue.
+        tracing::warn!(execution_id = id, worker = %state.shared.worker_id, "claimed too late to run safely; releasing it");
+        release_unstarted(myself, state, row);
+        return;
+    }
     let Some(handler) = state.shared.registry.get(&row.handler_name) else {
         // Unreachable: the claim names only registered handlers.
-        state.recording.insert(id);
-        spawn_record(myself, state, row, token, Outcome::Release, Duration::ZERO);
+        release_unstarted(myself, state, row);
         return;
     };
     let ctx = ExecutionContext {
@@ -551,17 +697,22 @@ async fn start_attempt(myself: &ActorRef<PoolMsg>, state: &mut PoolState, row: E
             }
             let cell = actor.get_cell();
             state.by_actor.insert(cell.get_id(), id);
-            let now = Instant::now();
+            state.tell_book(SupervisorMsg::AttemptStarted {
+                id,
+                token: token.clone(),
+                actor: cell.clone(),
+            });
             state.running.insert(
                 id,
                 Running {
                     execution: row,
                     token,
                     actor: cell,
-                    started: now,
-                    last_renewed: now,
+                    started: Instant::now(),
+                    lease_sent,
                     ending: None,
                     deadline: send_later(myself, timeout, PoolMsg::Deadline(id)),
+                    lease_timer: leases::arm_deadline(myself, id, lease_deadline),
                 },
             );
             crate::metrics::task_actors_running(state.running.len());
@@ -580,247 +731,8 @@ async fn start_attempt(myself: &ActorRef<PoolMsg>, state: &mut PoolState, row: E
     }
 }
 
-fn heartbeat(myself: &ActorRef<PoolMsg>, state: &mut PoolState) {
-    // An attempt whose lease could not be renewed for a whole lease period may belong to
-    // another worker by now: stop it rather than run it twice.
-    let lease = state.config.lease;
-    for run in state.running.values_mut() {
-        if run.last_renewed.elapsed() >= lease {
-            run.stop(
-                Ending::LeaseLost,
-                &state.shared.worker_id,
-                "lease not renewed for a whole lease period",
-            );
-        }
-    }
-    if state.heartbeat_in_flight {
-        return;
-    }
-    let leases: Vec<(i64, String)> = state
-        .running
-        .iter()
-        .filter(|(_, r)| r.ending.is_none())
-        .map(|(id, r)| (*id, r.token.clone()))
-        .collect();
-    if leases.is_empty() {
-        return;
-    }
-    state.heartbeat_in_flight = true;
-    let store = state.shared.store.clone();
-    let seconds = state.config.lease.as_secs_f64();
-    let pool = myself.clone();
-    tokio::spawn(async move {
-        let mut results = Vec::with_capacity(leases.len());
-        for (id, token) in leases {
-            let lease = store
-                .renew_lease(id, &token, seconds)
-                .await
-                .map_err(|e| e.to_string());
-            results.push((id, token, lease));
-        }
-        let _ = pool.send_message(PoolMsg::LeasesChecked(results));
-    });
-}
-
-fn leases_checked(state: &mut PoolState, results: Vec<(i64, String, Result<Lease, String>)>) {
-    state.heartbeat_in_flight = false;
-    for (id, token, lease) in results {
-        let Some(run) = state.running.get_mut(&id) else {
-            continue;
-        };
-        if run.token != token || run.ending.is_some() {
-            continue;
-        }
-        match lease {
-            Ok(Lease::Held {
-                cancel_requested, ..
-            }) => {
-                run.last_renewed = Instant::now();
-                if cancel_requested {
-                    run.stop(
-                        Ending::Cancelled,
-                        &state.shared.worker_id,
-                        "an operator asked to cancel it",
-                    );
-                }
-            }
-            Ok(Lease::Lost) => run.stop(
-                Ending::LeaseLost,
-                &state.shared.worker_id,
-                "its lease is gone (rescued, cancelled or taken by another worker)",
-            ),
-            Err(e) => tracing::warn!(
-                execution_id = id,
-                worker = %state.shared.worker_id,
-                error = %e,
-                "lease renewal failed; will retry at the next heartbeat"
-            ),
-        }
-    }
-}
-
 fn stop_if_drained(myself: &ActorRef<PoolMsg>, state: &mut PoolState) {
     if state.draining && state.idle() {
         myself.stop(Some("drained".into()));
-    }
-}
-
-/// Writes an attempt's outcome in a task of its own, retrying while the database is
-/// unreachable, then frees the slot with [`PoolMsg::Recorded`].
-fn spawn_record(
-    myself: &ActorRef<PoolMsg>,
-    state: &PoolState,
-    execution: Execution,
-    token: String,
-    outcome: Outcome,
-    elapsed: Duration,
-) {
-    let pool = myself.clone();
-    let store = state.shared.store.clone();
-    let worker = state.shared.worker_id.clone();
-    let config = state.config.clone();
-    tokio::spawn(async move {
-        let id = execution.id;
-        record(
-            &store, &config, &worker, &execution, &token, outcome, elapsed,
-        )
-        .await;
-        let _ = pool.send_message(PoolMsg::Recorded(id));
-    });
-}
-
-async fn record(
-    store: &Store,
-    config: &PoolConfig,
-    worker: &str,
-    execution: &Execution,
-    token: &str,
-    outcome: Outcome,
-    elapsed: Duration,
-) {
-    let id = execution.id;
-    let attempt = execution.retry_count + 1;
-    let duration_ms = elapsed.as_millis() as u64;
-    macro_rules! log {
-        ($level:ident, $($rest:tt)*) => {
-            tracing::$level!(
-                execution_id = id,
-                job_id = execution.job_id,
-                handler = %execution.handler_name,
-                attempt,
-                worker,
-                duration_ms,
-                $($rest)*
-            )
-        };
-    }
-    // Past the lease the rescuer owns the row; a late write would be refused anyway.
-    let give_up = Instant::now() + config.lease;
-    let mut failures = 0u32;
-    loop {
-        let written: Result<bool, StoreError> = match &outcome {
-            Outcome::Success(result) => {
-                let result = (!result.is_null()).then(|| result.clone());
-                let ok = store.succeed(id, token, result).await;
-                if let Ok(true) = ok {
-                    log!(info, status = "SUCCESS", "attempt succeeded");
-                    crate::metrics::execution_finished(&execution.handler_name, Status::Success);
-                }
-                ok
-            }
-            Outcome::Cancelled => {
-                let ok = store
-                    .cancelled(id, token, "cancelled by an operator while running")
-                    .await;
-                if let Ok(true) = ok {
-                    log!(info, status = "CANCELLED", "attempt cancelled");
-                    crate::metrics::execution_finished(&execution.handler_name, Status::Cancelled);
-                }
-                ok
-            }
-            Outcome::Release => {
-                let ok = store.release(id, token).await;
-                if let Ok(true) = ok {
-                    log!(
-                        info,
-                        status = "PENDING",
-                        "attempt released for another worker (not counted)"
-                    );
-                }
-                ok
-            }
-            Outcome::Failed(message) | Outcome::Timeout(message) => {
-                let failure = if matches!(outcome, Outcome::Timeout(_)) {
-                    Failure::Timeout
-                } else {
-                    Failure::Failed
-                };
-                let delay = backoff(
-                    config.retry_backoff_base_seconds,
-                    config.retry_backoff_max_seconds,
-                    (execution.retry_count.max(0) + 1) as u32,
-                    config.retry_jitter,
-                );
-                match store
-                    .fail(id, token, failure, message, delay.as_secs_f64())
-                    .await
-                {
-                    Ok(Some(FailOutcome::Retrying {
-                        retry_count,
-                        run_at,
-                    })) => {
-                        log!(
-                            warn,
-                            status = failure.final_status().as_str(),
-                            error = %message,
-                            retry_count,
-                            retry_at = %run_at.to_rfc3339(),
-                            "attempt failed; retrying after backoff"
-                        );
-                        Ok(true)
-                    }
-                    Ok(Some(FailOutcome::Final {
-                        status,
-                        retry_count,
-                    })) => {
-                        log!(
-                            error,
-                            status = status.as_str(),
-                            error = %message,
-                            retry_count,
-                            "attempt failed; no retries left"
-                        );
-                        crate::metrics::execution_finished(&execution.handler_name, status);
-                        Ok(true)
-                    }
-                    Ok(None) => Ok(false),
-                    Err(e) => Err(e),
-                }
-            }
-        };
-        match written {
-            Ok(true) => return,
-            Ok(false) => {
-                log!(
-                    warn,
-                    "the execution was no longer ours when its outcome was written (lease expired, cancelled or rescued); outcome dropped"
-                );
-                return;
-            }
-            Err(e) => {
-                failures += 1;
-                let pause = backoff(0.1, RECORD_RETRY_MAX.as_secs_f64(), failures, 0.2);
-                if Instant::now() + pause >= give_up {
-                    log!(
-                        error,
-                        error = %e,
-                        "cannot record the outcome; the lease will expire and the rescuer will return the execution"
-                    );
-                    return;
-                }
-                log!(warn, error = %e, failures, "recording the outcome failed; retrying");
-                tokio::time::sleep(pause).await;
-            }
-        }
     }
 }
