@@ -128,7 +128,8 @@ fn new_york_spring_forward() {
         ("30 1-5 * * *", "America/New_York", "2026-03-08T06:00:00Z", &["2026-03-08T06:30:00Z", "2026-03-08T07:00:00Z", "2026-03-08T07:30:00Z", "2026-03-08T08:30:00Z"]),
         ("30 */2 * * *", "America/New_York", "2026-03-08T05:00:00Z", &["2026-03-08T05:30:00Z", "2026-03-08T07:00:00Z", "2026-03-08T08:30:00Z", "2026-03-08T10:30:00Z"]),
         ("*/20 */2 * * *", "America/New_York", "2026-03-08T06:30:00Z", &["2026-03-08T07:00:00Z", "2026-03-08T08:00:00Z", "2026-03-08T08:20:00Z"]),
-        // `*/1` is a step, not `*`: 02:30 runs at 03:00.
+        // `*/1` is a step, not `*`: 02:30 runs at 03:00 (croniter 7 reads it as `*`
+        // and would skip 02:30; the rule here goes by the field as written).
         ("30 */1 * * *", "America/New_York", "2026-03-08T06:00:00Z", &["2026-03-08T06:30:00Z", "2026-03-08T07:00:00Z", "2026-03-08T07:30:00Z"]),
         // Hour exactly `*`: times in the gap do not exist, so they do not run;
         // nothing extra at 03:00 EDT (07:00Z), 03:15 EDT (07:15Z) is a normal fire.

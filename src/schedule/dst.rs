@@ -2,7 +2,7 @@
 //! jobu's own daylight-saving rules (croner's differ, so croner only ever
 //! sees naive local times here).
 //!
-//! Rules (croniter's and Vixie cron's):
+//! Rules (DESIGN.md "Cron semantics"):
 //!
 //! - a wall-clock time that exists once fires at that instant;
 //! - one skipped by a spring-forward gap does not fire at all when the hour
@@ -12,6 +12,10 @@
 //!   matches, and a match at the gap's end itself, collapse into it);
 //! - one repeated by a fall-back fires at both instants when the hour field
 //!   is `*` or stepped, else only at the earlier one.
+//!
+//! Both rules read the hour field as written. croniter (checked with 7.0.0)
+//! treats any hour field that covers all 24 hours (`*/1`, `0-23`) as `*` and
+//! skips gap times for it too, where jobu runs them at the gap's end.
 //!
 //! Times are whole seconds: instants as Unix seconds, wall-clock times as
 //! "local seconds" (the naive time read as if it were UTC), so that
