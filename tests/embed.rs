@@ -1,12 +1,13 @@
 //! The runtime embedded as a library (as `examples/custom_handler.rs` does), on each backend:
 //! a Rust handler runs next to the built-ins, unknown handlers stay PENDING, misfire
-//! policies apply after downtime, and a disabled cron stops firing within one poll.
+//! policies apply after downtime (also to every-second crons down for days), and a disabled
+//! cron stops firing within one poll.
 
 mod common;
 
 use std::time::Duration;
 
-use chrono::{Datelike, TimeZone, Utc};
+use chrono::{DateTime, Datelike, TimeZone, Utc};
 use common::process::eventually;
 use common::TestDb;
 use jobu::actors::supervisor::SupervisorConfig;
@@ -170,6 +171,103 @@ backend_test!(misfire_policies_after_downtime, |db: TestDb| async move {
     let cron = db.store.cron(ids[1]).await.unwrap().unwrap();
     assert_eq!(cron.last_fire_time, Some(latest[0].scheduled_time));
 });
+
+backend_test!(
+    misfire_policies_after_days_of_an_every_second_cron,
+    |db: TestDb| async move {
+        // Every-second crons whose dispatchers were all down for three days: 259,200 missed
+        // fire times. However many, `latest` runs one of them and `all` at most `max_catchup`.
+        let mut settings = fast_settings();
+        settings.dispatcher.max_catchup = 5;
+        let grace = chrono::Duration::seconds(settings.dispatcher.misfire_grace_seconds as i64);
+        let now = db.store.now().await.unwrap();
+        let since =
+            DateTime::from_timestamp(now.timestamp(), 0).unwrap() - chrono::Duration::days(3);
+        let mut ids = Vec::new();
+        for policy in [MisfirePolicy::Latest, MisfirePolicy::All] {
+            let mut cron = NewCron::new(policy.as_str(), "* * * * * *", "noop");
+            cron.misfire_policy = policy;
+            let cron = db.store.insert_cron(&cron).await.unwrap();
+            assert!(db
+                .store
+                .advance_marker(cron.id, None, since, None)
+                .await
+                .unwrap());
+            ids.push(cron.id);
+        }
+
+        // Start just after a whole second of the database clock: the dispatcher's cutoff
+        // (its now - grace) then falls in the same second as `started - grace` unless its
+        // first tick comes almost a second later, so the last fire time it misses is the
+        // whole second before `started - grace` and the first one on time comes after it.
+        let started = loop {
+            let t = db.store.now().await.unwrap();
+            if (20..300).contains(&t.timestamp_subsec_millis()) {
+                break t;
+            }
+            let wait = 1020 - u64::from(t.timestamp_subsec_millis().min(1000));
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        };
+        let running = Runtime::new(settings)
+            .roles(Roles::DISPATCHER)
+            .start_with_store(db.store.clone())
+            .await
+            .expect("start");
+        let store = db.store.clone();
+        let ids2 = ids.clone();
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                let store = store.clone();
+                let ids = ids2.clone();
+                async move {
+                    for id in ids {
+                        let cron = store.cron(id).await.unwrap().unwrap();
+                        if cron.next_fire_time.is_none_or(|m| m <= started) {
+                            return false;
+                        }
+                    }
+                    true
+                }
+            })
+            .await,
+            "markers did not move past the missed period"
+        );
+        // Let the dispatcher run a little longer: later ticks must not add catch-up runs.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        running.shutdown();
+        assert_eq!(running.wait().await, Exit::Clean);
+
+        let threshold = started - grace;
+        // The whole second before the cutoff, as seen from `started`.
+        let last_missed = DateTime::from_timestamp(threshold.timestamp(), 0).unwrap();
+        let mut got = Vec::new();
+        let mut want = Vec::new();
+        for (id, kept) in [(ids[0], 1), (ids[1], 5)] {
+            let all = rows(&db.store, id).await;
+            assert!(
+                all.iter().any(|r| r.scheduled_time > started),
+                "cron {id}: on-time fire times were created too"
+            );
+            let mut missed: Vec<_> = all
+                .iter()
+                .map(|r| r.scheduled_time)
+                .filter(|t| *t < threshold)
+                .collect();
+            missed.sort();
+            got.push(missed);
+            want.push(
+                (0..kept)
+                    .rev()
+                    .map(|back| last_missed - chrono::Duration::seconds(back))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(
+            got, want,
+            "missed fire times that ran: [latest, all with max_catchup 5]"
+        );
+    }
+);
 
 backend_test!(
     disabled_cron_stops_firing_within_a_poll,

@@ -122,12 +122,66 @@ fn new_york_spring_forward() {
         // Fixed time in the gap: the first instant after it.
         ("30 2 * * *", "America/New_York", "2026-03-07T12:00:00Z", &["2026-03-08T07:00:00Z", "2026-03-09T06:30:00Z", "2026-03-10T06:30:00Z"]),
         ("30 2 * * *", "America/New_York", "2026-03-08T06:59:59Z", &["2026-03-08T07:00:00Z", "2026-03-09T06:30:00Z"]),
-        // Wildcard hour: 02:30 becomes 03:00 once, then 03:30.
-        ("30 * * * *", "America/New_York", "2026-03-08T06:00:00Z", &["2026-03-08T06:30:00Z", "2026-03-08T07:00:00Z", "2026-03-08T07:30:00Z", "2026-03-08T08:30:00Z"]),
-        // Every gap match and 03:00 itself collapse into one fire.
-        ("*/15 * * * *", "America/New_York", "2026-03-08T06:30:00Z", &["2026-03-08T06:45:00Z", "2026-03-08T07:00:00Z", "2026-03-08T07:15:00Z", "2026-03-08T07:30:00Z", "2026-03-08T07:45:00Z"]),
+        // A list, a range or a step in the hour field: the same, once; every
+        // gap match and a match at 03:00 itself collapse into 03:00.
         ("0 2,3 * * *", "America/New_York", "2026-03-07T12:00:00Z", &["2026-03-08T07:00:00Z", "2026-03-09T06:00:00Z", "2026-03-09T07:00:00Z"]),
+        ("30 1-5 * * *", "America/New_York", "2026-03-08T06:00:00Z", &["2026-03-08T06:30:00Z", "2026-03-08T07:00:00Z", "2026-03-08T07:30:00Z", "2026-03-08T08:30:00Z"]),
+        ("30 */2 * * *", "America/New_York", "2026-03-08T05:00:00Z", &["2026-03-08T05:30:00Z", "2026-03-08T07:00:00Z", "2026-03-08T08:30:00Z", "2026-03-08T10:30:00Z"]),
+        ("*/20 */2 * * *", "America/New_York", "2026-03-08T06:30:00Z", &["2026-03-08T07:00:00Z", "2026-03-08T08:00:00Z", "2026-03-08T08:20:00Z"]),
+        // `*/1` is a step, not `*`: 02:30 runs at 03:00 (croniter 7 reads it as `*`
+        // and would skip 02:30; the rule here goes by the field as written).
+        ("30 */1 * * *", "America/New_York", "2026-03-08T06:00:00Z", &["2026-03-08T06:30:00Z", "2026-03-08T07:00:00Z", "2026-03-08T07:30:00Z"]),
+        // Hour exactly `*`: times in the gap do not exist, so they do not run;
+        // nothing extra at 03:00 EDT (07:00Z), 03:15 EDT (07:15Z) is a normal fire.
+        ("15 * * * *", "America/New_York", "2026-03-08T05:00:00Z", &["2026-03-08T05:15:00Z", "2026-03-08T06:15:00Z", "2026-03-08T07:15:00Z", "2026-03-08T08:15:00Z"]),
+        ("15 * * * *", "America/New_York", "2026-03-08T06:59:59Z", &["2026-03-08T07:15:00Z"]),
+        ("30 * * * *", "America/New_York", "2026-03-08T06:00:00Z", &["2026-03-08T06:30:00Z", "2026-03-08T07:30:00Z", "2026-03-08T08:30:00Z"]),
+        ("0 15 * * * *", "America/New_York", "2026-03-08T06:00:00Z", &["2026-03-08T06:15:00Z", "2026-03-08T07:15:00Z", "2026-03-08T08:15:00Z"]),
+        ("5/20 * * * *", "America/New_York", "2026-03-08T06:30:00Z", &["2026-03-08T06:45:00Z", "2026-03-08T07:05:00Z", "2026-03-08T07:25:00Z"]),
+        // 03:00 EDT itself exists: a regular fire, not a gap one.
+        ("*/20 * * * *", "America/New_York", "2026-03-08T06:30:00Z", &["2026-03-08T06:40:00Z", "2026-03-08T07:00:00Z", "2026-03-08T07:20:00Z", "2026-03-08T07:40:00Z", "2026-03-08T08:00:00Z"]),
+        ("*/15 * * * *", "America/New_York", "2026-03-08T06:30:00Z", &["2026-03-08T06:45:00Z", "2026-03-08T07:00:00Z", "2026-03-08T07:15:00Z", "2026-03-08T07:30:00Z", "2026-03-08T07:45:00Z"]),
+        ("@hourly", "America/New_York", "2026-03-08T05:30:00Z", &["2026-03-08T06:00:00Z", "2026-03-08T07:00:00Z", "2026-03-08T08:00:00Z"]),
     ]);
+}
+
+/// Fire instants of `expr` in `zone` within `[from, to)`.
+fn fires_between(expr: &str, zone: &str, from: &str, to: &str) -> Vec<DateTime<Utc>> {
+    let schedule = Schedule::parse(expr, zone).unwrap_or_else(|e| panic!("{e}"));
+    let (from, to) = (utc(from), utc(to));
+    schedule
+        .iter_after(from - Duration::seconds(1))
+        .take_while(|t| *t < to)
+        .collect()
+}
+
+#[test]
+fn wildcard_hour_has_one_run_fewer_on_spring_forward_day() {
+    // 2026-03-08 in New York (00:00 EST = 05:00Z to 00:00 EDT = 04:00Z next
+    // day) has 23 hours; 2026-11-01 has 25.
+    let spring = ("2026-03-08T05:00:00Z", "2026-03-09T04:00:00Z");
+    let fall = ("2026-11-01T04:00:00Z", "2026-11-02T05:00:00Z");
+    for expr in ["15 * * * *", "0 15 * * * *", "@hourly", "0 * * * *"] {
+        let got = fires_between(expr, "America/New_York", spring.0, spring.1);
+        assert_eq!(got.len(), 23, "{expr:?}: {got:?}");
+        let got = fires_between(expr, "America/New_York", fall.0, fall.1);
+        assert_eq!(got.len(), 25, "{expr:?}: {got:?}");
+    }
+    for expr in ["*/20 * * * *", "*/10 * * * *"] {
+        let per_hour = 60 / if expr.starts_with("*/20") { 20 } else { 10 };
+        let got = fires_between(expr, "America/New_York", spring.0, spring.1);
+        assert_eq!(got.len(), 23 * per_hour, "{expr:?}");
+        // Nothing between the regular 01:xx EST and 03:xx EDT fires.
+        assert!(got
+            .windows(2)
+            .all(|w| w[1] - w[0] == Duration::minutes(60 / per_hour as i64)));
+    }
+    // Any other hour field still runs its skipped time, once.
+    let got = fires_between("30 2 * * *", "America/New_York", spring.0, spring.1);
+    assert_eq!(got, vec![utc("2026-03-08T07:00:00Z")]);
+    let got = fires_between("30 */2 * * *", "America/New_York", spring.0, spring.1);
+    assert_eq!(got.len(), 12);
+    assert!(got.contains(&utc("2026-03-08T07:00:00Z")));
 }
 
 #[test]
@@ -157,8 +211,13 @@ fn berlin_transitions() {
     check(&[
         // 2026-03-29 02:00 CET -> 03:00 CEST at 01:00Z.
         ("30 2 * * *", "Europe/Berlin", "2026-03-28T12:00:00Z", &["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"]),
-        ("30 * * * *", "Europe/Berlin", "2026-03-29T00:00:00Z", &["2026-03-29T00:30:00Z", "2026-03-29T01:00:00Z", "2026-03-29T01:30:00Z"]),
+        ("30 2,3 * * *", "Europe/Berlin", "2026-03-28T12:00:00Z", &["2026-03-29T01:00:00Z", "2026-03-29T01:30:00Z", "2026-03-30T00:30:00Z"]),
+        // Hour exactly `*`: 02:xx does not exist, so it does not run.
+        ("30 * * * *", "Europe/Berlin", "2026-03-29T00:00:00Z", &["2026-03-29T00:30:00Z", "2026-03-29T01:30:00Z", "2026-03-29T02:30:00Z"]),
+        ("15 * * * *", "Europe/Berlin", "2026-03-29T00:00:00Z", &["2026-03-29T00:15:00Z", "2026-03-29T01:15:00Z"]),
+        ("@hourly", "Europe/Berlin", "2026-03-28T23:30:00Z", &["2026-03-29T00:00:00Z", "2026-03-29T01:00:00Z", "2026-03-29T02:00:00Z"]),
         ("*/20 * * * *", "Europe/Berlin", "2026-03-29T00:30:00Z", &["2026-03-29T00:40:00Z", "2026-03-29T01:00:00Z", "2026-03-29T01:20:00Z", "2026-03-29T01:40:00Z"]),
+        ("30 */2 * * *", "Europe/Berlin", "2026-03-29T00:00:00Z", &["2026-03-29T01:00:00Z", "2026-03-29T02:30:00Z"]),
         // 2026-10-25 03:00 CEST -> 02:00 CET at 01:00Z.
         ("30 2 * * *", "Europe/Berlin", "2026-10-24T12:00:00Z", &["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"]),
         ("0 2 * * *", "Europe/Berlin", "2026-10-24T12:00:00Z", &["2026-10-25T00:00:00Z", "2026-10-26T01:00:00Z"]),
@@ -171,12 +230,20 @@ fn berlin_transitions() {
 #[rustfmt::skip]
 fn other_zones() {
     check(&[
-        // Lord Howe shifts by 30 minutes: gap 02:00-02:30, repeat 01:30-02:00.
+        // Lord Howe shifts by 30 minutes: gap 02:00-02:30 (15:30Z on
+        // 2026-10-03), repeat 01:30-02:00.
         ("15 2 * * *", "Australia/Lord_Howe", "2026-10-03T00:00:00Z", &["2026-10-03T15:30:00Z", "2026-10-04T15:15:00Z"]),
+        ("15 1-3 * * *", "Australia/Lord_Howe", "2026-10-03T14:00:00Z", &["2026-10-03T14:45:00Z", "2026-10-03T15:30:00Z", "2026-10-03T16:15:00Z"]),
+        // Hour exactly `*`: 02:15 does not exist and does not run; 02:45 does.
+        ("15 * * * *", "Australia/Lord_Howe", "2026-10-03T14:00:00Z", &["2026-10-03T14:45:00Z", "2026-10-03T16:15:00Z", "2026-10-03T17:15:00Z"]),
+        ("45 * * * *", "Australia/Lord_Howe", "2026-10-03T14:30:00Z", &["2026-10-03T15:15:00Z", "2026-10-03T15:45:00Z", "2026-10-03T16:45:00Z"]),
+        ("*/15 * * * *", "Australia/Lord_Howe", "2026-10-03T15:00:00Z", &["2026-10-03T15:15:00Z", "2026-10-03T15:30:00Z", "2026-10-03T15:45:00Z"]),
         ("45 1 * * *", "Australia/Lord_Howe", "2026-04-04T00:00:00Z", &["2026-04-04T14:45:00Z", "2026-04-05T15:15:00Z"]),
         ("45 * * * *", "Australia/Lord_Howe", "2026-04-04T13:00:00Z", &["2026-04-04T13:45:00Z", "2026-04-04T14:45:00Z", "2026-04-04T15:15:00Z", "2026-04-04T16:15:00Z"]),
         // Santiago skips midnight: a daily job runs at 01:00 that day.
         ("@daily", "America/Santiago", "2026-09-05T12:00:00Z", &["2026-09-06T04:00:00Z", "2026-09-07T03:00:00Z"]),
+        // ... and an hourly one has no 00:30 that day.
+        ("30 * * * *", "America/Santiago", "2026-09-06T03:00:00Z", &["2026-09-06T03:30:00Z", "2026-09-06T04:30:00Z"]),
     ]);
 }
 

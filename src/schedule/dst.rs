@@ -2,11 +2,20 @@
 //! jobu's own daylight-saving rules (croner's differ, so croner only ever
 //! sees naive local times here).
 //!
-//! Rules: a wall-clock time that exists once fires at that instant; one
-//! skipped by a spring-forward gap fires at the first instant after the gap
-//! (all such matches collapse into it); one repeated by a fall-back fires at
-//! both instants when the hour field is `*` or stepped, else only at the
-//! earlier one.
+//! Rules (DESIGN.md "Cron semantics"):
+//!
+//! - a wall-clock time that exists once fires at that instant;
+//! - one skipped by a spring-forward gap does not fire at all when the hour
+//!   field is exactly `*` (`15 * * * *` has one run fewer that day: only
+//!   times that exist run); with any other hour field (a number, list, range
+//!   or step) it fires at the first instant after the gap, once (all such
+//!   matches, and a match at the gap's end itself, collapse into it);
+//! - one repeated by a fall-back fires at both instants when the hour field
+//!   is `*` or stepped, else only at the earlier one.
+//!
+//! Both rules read the hour field as written. croniter (checked with 7.0.0)
+//! treats any hour field that covers all 24 hours (`*/1`, `0-23`) as `*` and
+//! skips gap times for it too, where jobu runs them at the gap's end.
 //!
 //! Times are whole seconds: instants as Unix seconds, wall-clock times as
 //! "local seconds" (the naive time read as if it were UTC), so that
@@ -34,6 +43,18 @@ fn offset_at(tz: Tz, instant: i64) -> Option<i64> {
     Some(i64::from(
         tz.offset_from_utc_datetime(&utc).fix().local_minus_utc(),
     ))
+}
+
+/// How a schedule treats the wall-clock times that daylight saving skips or
+/// repeats; both follow from its hour field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Rules {
+    /// Hour field exactly `*`: a time skipped by a spring-forward gap does not
+    /// fire (otherwise it fires at the first instant after the gap).
+    pub skips_gap: bool,
+    /// Hour field `*` or stepped: a time repeated by a fall-back fires in both
+    /// passes (otherwise only in the first).
+    pub fires_twice_in_fold: bool,
 }
 
 /// First wall-clock match at or after `local`; `None` when croner finds none
@@ -77,12 +98,7 @@ fn first_change(tz: Tz, from: i64, to: i64, offset: i64) -> Option<Option<i64>> 
 /// match in the span is the earliest fire in it; spans are visited in
 /// order, so the first fire found is the answer. Away from transitions that
 /// is one croner call and a few offset lookups.
-pub(super) fn next_after(
-    cron: &Cron,
-    tz: Tz,
-    fires_twice_in_fold: bool,
-    after: i64,
-) -> Option<i64> {
+pub(super) fn next_after(cron: &Cron, tz: Tz, rules: Rules, after: i64) -> Option<i64> {
     // `start` begins a span with offset `offset`; every instant in it is a
     // candidate.
     let mut start = after.checked_add(1)?;
@@ -94,7 +110,13 @@ pub(super) fn next_after(
         let local = next_local(cron, from_local, true)?;
         if local < start + offset {
             // A match skipped by the gap that ends at `start`.
-            return Some(start);
+            if !rules.skips_gap {
+                return Some(start);
+            }
+            // It does not exist, so it does not run: continue from the
+            // wall-clock time at the gap's end, which exists.
+            from_local = start + offset;
+            continue;
         }
         let instant = local - offset;
         match first_change(tz, start, instant, offset)? {
@@ -106,7 +128,7 @@ pub(super) fn next_after(
                 start = change;
                 offset = next_offset;
             }
-            None if fires_twice_in_fold => return Some(instant),
+            None if rules.fires_twice_in_fold => return Some(instant),
             None => match tz.from_local_datetime(&naive(local)?) {
                 LocalResult::Ambiguous(earlier, later) if later.timestamp() == instant => {
                     // Second pass of a repeated time with a fixed hour: the

@@ -25,6 +25,15 @@
 //! range, step 0, reversed ranges (`5-3`; croniter would wrap around),
 //! unknown names and garbage, and day-of-month values that no
 //! selected month has (`0 0 31 2 *` never fires).
+//!
+//! # Daylight saving
+//!
+//! Expressions match wall-clock time in the schedule's zone. A time skipped
+//! by a spring-forward gap does not run when the hour field is exactly `*`
+//! (`15 * * * *` has one run fewer that day), and runs once at the first
+//! instant after the gap otherwise (`30 2 * * *` at 03:00). A time repeated
+//! by a fall-back runs in both passes when the hour field is `*` or a step,
+//! and only in the first otherwise. See `dst.rs`.
 
 mod dst;
 mod validate;
@@ -71,7 +80,8 @@ pub struct Schedule {
     expression: String,
     tz: Tz,
     has_seconds: bool,
-    fires_twice_in_fold: bool,
+    /// Daylight-saving rules, from the hour field.
+    dst: dst::Rules,
     /// Canonical numeric pattern, matched against naive local time only.
     cron: Cron,
 }
@@ -109,7 +119,10 @@ impl Schedule {
             expression: expression.trim().to_string(),
             tz,
             has_seconds: validated.has_seconds,
-            fires_twice_in_fold: validated.fires_twice_in_fold,
+            dst: dst::Rules {
+                skips_gap: validated.skips_gap,
+                fires_twice_in_fold: validated.fires_twice_in_fold,
+            },
             cron,
         })
     }
@@ -132,12 +145,7 @@ impl Schedule {
     /// if there is none before the year 5000.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         // Fire times are whole seconds, so "after 10:00:00.5" is "after 10:00:00".
-        let instant = dst::next_after(
-            &self.cron,
-            self.tz,
-            self.fires_twice_in_fold,
-            after.timestamp(),
-        )?;
+        let instant = dst::next_after(&self.cron, self.tz, self.dst, after.timestamp())?;
         DateTime::from_timestamp(instant, 0)
     }
 

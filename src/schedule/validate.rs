@@ -15,6 +15,11 @@ pub(super) struct Validated {
     /// The hour field is `*` or stepped, so a wall-clock time repeated by a
     /// fall-back transition fires in both passes.
     pub fires_twice_in_fold: bool,
+    /// The hour field is exactly `*` (also `@hourly`), so a wall-clock time
+    /// skipped by a spring-forward gap does not fire at all: the job has one
+    /// run fewer that day. Any other hour field runs a skipped time at the
+    /// first instant after the gap.
+    pub skips_gap: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,6 +257,7 @@ pub(super) fn validate(expression: &str) -> Result<Validated, String> {
         canonical,
         has_seconds,
         fires_twice_in_fold: hour_raw == "*" || hour_raw.contains('/'),
+        skips_gap: hour_raw == "*",
     })
 }
 
@@ -502,6 +508,24 @@ mod tests {
         assert!(!validate("*/30 1 * * *").unwrap().fires_twice_in_fold);
         assert!(!validate("30 0-23 * * *").unwrap().fires_twice_in_fold);
         assert!(!validate("@daily").unwrap().fires_twice_in_fold);
+    }
+
+    #[test]
+    fn gap_rule_follows_hour_field() {
+        // Exactly `*`: times skipped by a spring-forward gap do not fire.
+        assert!(validate("15 * * * *").unwrap().skips_gap);
+        assert!(validate("*/10 * * * *").unwrap().skips_gap);
+        assert!(validate("0 15 * * * *").unwrap().skips_gap);
+        assert!(validate("@hourly").unwrap().skips_gap);
+        assert!(validate(" 30  *  * * * ").unwrap().skips_gap);
+        // Anything else, steps included, runs them at the end of the gap.
+        assert!(!validate("30 */1 * * *").unwrap().skips_gap);
+        assert!(!validate("30 */2 * * *").unwrap().skips_gap);
+        assert!(!validate("30 0-23 * * *").unwrap().skips_gap);
+        assert!(!validate("30 1-5 * * *").unwrap().skips_gap);
+        assert!(!validate("30 2,3 * * *").unwrap().skips_gap);
+        assert!(!validate("30 2 * * *").unwrap().skips_gap);
+        assert!(!validate("@daily").unwrap().skips_gap);
     }
 
     #[test]
