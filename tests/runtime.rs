@@ -475,3 +475,208 @@ async fn no_overlap_under_three_dispatchers() {
     })
     .await;
 }
+
+/// `Some(state)` from /proc/PID/stat (`'Z'` for a zombie), `None` when there is no process.
+fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    after_comm.trim_start().chars().next()
+}
+
+/// Waits until `file` holds a pid, and returns it.
+async fn pid_in(scratch: &Scratch, file: &str) -> i32 {
+    let read = || {
+        scratch
+            .lines(file)
+            .first()
+            .and_then(|l| l.trim().parse().ok())
+    };
+    eventually(Duration::from_secs(20), || {
+        let found = read().is_some();
+        async move { found }
+    })
+    .await;
+    read().unwrap_or_else(|| panic!("no pid in {file}"))
+}
+
+/// Cancels `id` (RUNNING) and returns when the request was stored.
+async fn request_cancel(store: &Store, id: i64) {
+    match store.cancel_execution(id).await.expect("cancel") {
+        jobu::store::operator::Action::Done(row) => assert!(row.cancel_requested, "{row:?}"),
+        other => panic!("cancel of {id}: {other:?}"),
+    }
+}
+
+/// A shell command that records each attempt and its pid, then runs `rest`.
+fn recorded(scratch: &Scratch, name: &str, rest: &str) -> serde_json::Value {
+    json!({"command": format!(
+        "echo $JOBU_ATTEMPT >> '{}'; echo $$ > '{}'; {rest}",
+        scratch.path(&format!("{name}.attempts")).display(),
+        scratch.path(&format!("{name}.pid")).display(),
+    )})
+}
+
+/// An operator's cancel of a RUNNING execution wins however the attempt ends, and reaches
+/// it quickly: with the default 10 s heartbeat the attempt is stopped (its process killed)
+/// within about a second; an attempt that fails, whose worker is killed -9, or that a
+/// SIGTERM releases after the cancel ends CANCELLED, and no attempt runs after the cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operators_cancel_always_wins() {
+    on_all_backends("cancel", |db, scratch| async move {
+        let slow_heartbeat = [
+            ("JOBU__WORKER__LEASE_SECONDS", "30"),
+            ("JOBU__WORKER__HEARTBEAT_INTERVAL_SECONDS", "10"),
+            ("JOBU__WORKER__SHUTDOWN_TIMEOUT_SECONDS", "2"),
+        ];
+        let store = db.store.clone();
+        let status_of = |id: i64| {
+            let store = store.clone();
+            async move { execution(&store, id).await.status }
+        };
+
+        // 1. A long attempt: stopped within about a second of the cancel, not at the
+        //    heartbeat ten seconds later.
+        let mut a = Daemon::start(&scratch, &db, "worker", "a", &slow_heartbeat);
+        let long = enqueue(
+            &db.store,
+            "shell",
+            recorded(&scratch, "long", "exec sleep 60"),
+            3,
+            120,
+        )
+        .await;
+        let pid = pid_in(&scratch, "long.pid").await;
+        let asked = tokio::time::Instant::now();
+        request_cancel(&db.store, long).await;
+        assert!(
+            eventually(Duration::from_secs(8), || {
+                let s = status_of(long);
+                async move { s.await == "CANCELLED" }
+            })
+            .await,
+            "not CANCELLED: {:?}",
+            execution(&db.store, long).await
+        );
+        let took = asked.elapsed();
+        assert!(
+            took < Duration::from_millis(2500),
+            "the cancel took {took:?}"
+        );
+        assert!(
+            matches!(process_state(pid), None | Some('Z')),
+            "the attempt's process still runs"
+        );
+
+        // 2. An attempt that fails right after the cancel: CANCELLED, not retried.
+        let failing = enqueue(
+            &db.store,
+            "shell",
+            recorded(&scratch, "failing", "sleep 0.6; exit 1"),
+            3,
+            120,
+        )
+        .await;
+        pid_in(&scratch, "failing.pid").await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        request_cancel(&db.store, failing).await;
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                let s = status_of(failing);
+                async move { s.await == "CANCELLED" }
+            })
+            .await,
+            "failing: {:?}",
+            execution(&db.store, failing).await
+        );
+        let status = a.stop(Duration::from_secs(10)).await;
+        assert!(status.is_some_and(|s| s.success()), "a exit: {status:?}");
+
+        // 3. The worker dies after the cancel was asked: the rescue ends it CANCELLED.
+        let orphan = enqueue(
+            &db.store,
+            "shell",
+            recorded(&scratch, "orphan", "exec sleep 60"),
+            3,
+            120,
+        )
+        .await;
+        let mut b = Daemon::start(
+            &scratch,
+            &db,
+            "worker",
+            "b",
+            &[("JOBU__WORKER__LEASE_SECONDS", "3")],
+        );
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                let store = store.clone();
+                async move { execution(&store, orphan).await.worker_id.as_deref() == Some("b") }
+            })
+            .await,
+            "b never took the orphan"
+        );
+        pid_in(&scratch, "orphan.pid").await;
+        b.kill9();
+        request_cancel(&db.store, orphan).await;
+
+        // 4. A shutdown releases an attempt whose cancel was just asked: CANCELLED.
+        let released = enqueue(
+            &db.store,
+            "shell",
+            recorded(&scratch, "released", "exec sleep 60"),
+            3,
+            120,
+        )
+        .await;
+        let mut c = Daemon::start(&scratch, &db, "worker", "c", &slow_heartbeat);
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                let store = store.clone();
+                async move { execution(&store, released).await.worker_id.as_deref() == Some("c") }
+            })
+            .await,
+            "c never took it"
+        );
+        pid_in(&scratch, "released.pid").await;
+        c.signal(libc::SIGTERM);
+        request_cancel(&db.store, released).await;
+        let status = c.wait_exit(Duration::from_secs(15)).await;
+        assert!(status.is_some_and(|s| s.success()), "c exit: {status:?}");
+
+        // A fresh worker with every attempt's retries still open has nothing to run.
+        let _d = Daemon::start(&scratch, &db, "worker", "d", &[]);
+        for (id, name) in [
+            (failing, "failing"),
+            (orphan, "orphan"),
+            (released, "released"),
+        ] {
+            assert!(
+                eventually(Duration::from_secs(20), || {
+                    let s = status_of(id);
+                    async move { s.await == "CANCELLED" }
+                })
+                .await,
+                "{name}: {:?}",
+                execution(&db.store, id).await
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for (id, name) in [
+            (long, "long"),
+            (failing, "failing"),
+            (orphan, "orphan"),
+            (released, "released"),
+        ] {
+            let row = execution(&db.store, id).await;
+            assert_eq!(row.status, "CANCELLED", "{name}: {row:?}");
+            assert_eq!(row.retry_count, 0, "{name} was retried: {row:?}");
+            assert_eq!(row.cancel_reason.as_deref(), Some("operator"), "{name}");
+            assert_eq!(
+                scratch.lines(&format!("{name}.attempts")),
+                vec!["1"],
+                "{name}: an attempt ran after the cancel"
+            );
+        }
+    })
+    .await;
+}
