@@ -41,6 +41,7 @@ fn fast_settings() -> Settings {
     s.worker.id = Some("embedded".into());
     // Tests run in parallel; none of them needs the admin HTTP API.
     s.admin.enabled = false;
+    s.worker.shutdown_timeout_seconds = 2;
     s
 }
 
@@ -389,5 +390,120 @@ backend_test!(
             }
             other => panic!("expected an escalation, got {other:?}"),
         }
+    }
+);
+
+/// Counts its live attempts (the future is dropped when an attempt is killed) and the most
+/// that were ever live at once.
+#[derive(Clone, Default)]
+struct Tracked {
+    live: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    most: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    started: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct Alive(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Handler for Tracked {
+    async fn run(&self, _params: Value, _ctx: ExecutionContext) -> HandlerResult {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.started.fetch_add(1, SeqCst);
+        let now = self.live.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        let _alive = Alive(self.live.clone());
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        Ok(Value::Null)
+    }
+}
+
+backend_test!(
+    a_crashed_worker_pool_releases_its_attempts_at_once,
+    |db: TestDb| async move {
+        // Leases of 30 s: without the release the row would stay RUNNING that long.
+        let tracked = Tracked::default();
+        let running = Runtime::new(fast_settings())
+            .roles(Roles::WORKER)
+            .handler("tracked", tracked.clone())
+            .start_with_store(db.store.clone())
+            .await
+            .expect("start");
+        let now = db.store.now().await.unwrap();
+        let new = NewExecution {
+            job_id: None,
+            handler_name: "tracked".into(),
+            scheduled_time: now,
+            run_at: now,
+            params: None,
+            param_source: ParamSource::Api,
+            max_retry: 0,
+            timeout_seconds: 600,
+        };
+        let jobu::store::create::Created::New(id) = db.store.create_if_absent(&new).await.unwrap()
+        else {
+            panic!("new")
+        };
+        let store = db.store.clone();
+        let row_of = || {
+            let store = store.clone();
+            async move { store.execution(id).await.unwrap().unwrap() }
+        };
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                let live = tracked.live.clone();
+                async move { live.load(std::sync::atomic::Ordering::SeqCst) == 1 }
+            })
+            .await,
+            "the attempt never started"
+        );
+        let first = row_of().await;
+        assert_eq!(first.status, Status::Running.as_str());
+
+        // Crash the pool: the child of the supervisor that supervises the task actor.
+        let pool = running
+            .supervisor()
+            .get_children()
+            .into_iter()
+            .find(|c| !c.get_children().is_empty())
+            .expect("the worker pool runs the attempt");
+        pool.kill();
+
+        // Released at once (not counted) and run again by the restarted pool, well before
+        // the 30 s lease would have run out.
+        assert!(
+            eventually(Duration::from_secs(8), || {
+                let row = row_of();
+                let started = tracked.started.clone();
+                let old = first.owner_token.clone();
+                async move {
+                    let row = row.await;
+                    row.owner_token.is_some()
+                        && row.owner_token != old
+                        && started.load(std::sync::atomic::Ordering::SeqCst) == 2
+                }
+            })
+            .await,
+            "the crashed pool's attempt was not released and rerun: {:?}",
+            row_of().await
+        );
+        let again = row_of().await;
+        assert_eq!(again.status, Status::Running.as_str());
+        assert_eq!(
+            again.retry_count, 0,
+            "a release is not an attempt: {again:?}"
+        );
+        assert_eq!(
+            tracked.most.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the old attempt still ran when the new one started"
+        );
+        running.shutdown();
+        assert_eq!(running.wait().await, Exit::Clean);
     }
 );
