@@ -507,3 +507,85 @@ backend_test!(
         assert_eq!(running.wait().await, Exit::Clean);
     }
 );
+
+backend_test!(
+    a_cron_enabled_again_within_the_lookahead_keeps_its_fire_times,
+    |db: TestDb| async move {
+        // Rows are created 5 s ahead; disabling cancels them, enabling again a second later
+        // must run the fire times from then on, not leave them to the cancelled rows.
+        let cron = db
+            .store
+            .insert_cron(&NewCron::new("flapping", "* * * * * *", "noop"))
+            .await
+            .unwrap();
+        let running = Runtime::new(fast_settings())
+            .roles(Roles::ALL)
+            .start_with_store(db.store.clone())
+            .await
+            .expect("start");
+        let store = db.store.clone();
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                let store = store.clone();
+                async move {
+                    let now = store.now().await.unwrap();
+                    rows(&store, cron.id)
+                        .await
+                        .iter()
+                        .filter(|r| r.scheduled_time > now + chrono::Duration::seconds(2))
+                        .count()
+                        >= 2
+                }
+            })
+            .await,
+            "no executions created ahead"
+        );
+        let current = db.store.cron(cron.id).await.unwrap().unwrap();
+        let off = jobu::store::crons::CronChanges {
+            is_enabled: Some(false),
+            ..Default::default()
+        };
+        let disabled = db.store.update_cron(current, &off).await.unwrap().unwrap();
+        let cancelled_ahead = rows(&db.store, cron.id)
+            .await
+            .iter()
+            .filter(|r| r.status == Status::Cancelled.as_str())
+            .count();
+        assert!(
+            cancelled_ahead >= 2,
+            "disabling cancels the rows created ahead"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let on = jobu::store::crons::CronChanges {
+            is_enabled: Some(true),
+            ..Default::default()
+        };
+        db.store.update_cron(disabled, &on).await.unwrap().unwrap();
+        let enabled_at = db.store.now().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let now = db.store.now().await.unwrap();
+        // Every fire time from one second after the re-enable up to now ran (or runs).
+        let window: Vec<_> = rows(&db.store, cron.id)
+            .await
+            .into_iter()
+            .filter(|r| {
+                r.scheduled_time > enabled_at + chrono::Duration::seconds(1)
+                    && r.scheduled_time < now - chrono::Duration::seconds(1)
+            })
+            .collect();
+        assert!(
+            window.len() >= 3,
+            "{} fire times in the window",
+            window.len()
+        );
+        for row in &window {
+            assert_eq!(
+                row.status,
+                Status::Success.as_str(),
+                "fire time lost: {row:?}"
+            );
+        }
+        running.shutdown();
+        assert_eq!(running.wait().await, Exit::Clean);
+    }
+);
