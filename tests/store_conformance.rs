@@ -1703,3 +1703,136 @@ backend_test!(
         assert_eq!(unfinished, 1);
     }
 );
+
+backend_test!(
+    unscheduling_races_exclusive_creation_without_errors,
+    |db: TestDb| async move {
+        // Dispatchers creating the next execution of a no-overlap cron race cron edits that
+        // cancel what a disable unschedules (the API) and dispatcher reloads that cancel it
+        // for every disabled cron. At REPEATABLE READ on InnoDB these take next-key and gap
+        // locks in opposite orders and deadlock; nothing here may surface an error.
+        let mut exclusive = NewCron::new("exclusive", "* * * * * *", HANDLER);
+        exclusive.allow_overlap = false;
+        let exclusive = db.store.insert_cron(&exclusive).await.unwrap();
+        let flapping = db
+            .store
+            .insert_cron(&NewCron::new("flapping", "* * * * * *", HANDLER))
+            .await
+            .unwrap();
+        let base = db.store.now().await.unwrap();
+        let base = base - Duration::nanoseconds(base.timestamp_subsec_nanos() as i64);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for c in 0..3i64 {
+            let store = db.new_store(2).await;
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                let h = handlers();
+                let mut i = 0i64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let t = base - Duration::seconds(c * 100_000 + i);
+                    if store
+                        .create_exclusive(&execution(Some(exclusive.id), t, 0))
+                        .await
+                        .expect("create_exclusive")
+                        .is_new()
+                    {
+                        let rows = store.claim(&claim_req("w", &h, 1)).await.expect("claim");
+                        for r in rows {
+                            store
+                                .succeed(r.id, r.owner_token.as_deref().unwrap(), None)
+                                .await
+                                .expect("succeed");
+                        }
+                    }
+                }
+                i
+            }));
+        }
+        for c in 0..3i64 {
+            let store = db.new_store(2).await;
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut i = 0i64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    // Rows created ahead for the flapping cron, then unscheduled.
+                    let t = base + Duration::seconds(3600 + c * 100_000 + i);
+                    store
+                        .create_if_absent(&execution(Some(flapping.id), t, 0))
+                        .await
+                        .expect("create ahead");
+                    let cron = store.cron(flapping.id).await.expect("read").expect("cron");
+                    let enable = !cron.is_enabled;
+                    store
+                        .update_cron(
+                            cron,
+                            &CronChanges {
+                                is_enabled: Some(enable),
+                                ..Default::default()
+                            },
+                        )
+                        .await
+                        .expect("update_cron");
+                    store
+                        .cancel_unscheduled()
+                        .await
+                        .expect("cancel_unscheduled");
+                }
+                i
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut rounds = 0;
+        for t in tasks {
+            rounds += t.await.expect("no task may fail");
+        }
+        assert!(rounds > 20, "the race did not run ({rounds} rounds)");
+        let unfinished = JobExecutions::find()
+            .filter(job_execution::Column::JobId.eq(exclusive.id))
+            .filter(
+                job_execution::Column::Status
+                    .is_in([Status::Pending.as_str(), Status::Running.as_str()]),
+            )
+            .count(db.store.connection())
+            .await
+            .unwrap();
+        assert!(unfinished <= 1);
+    }
+);
+
+/// MySQL/MariaDB only: every connection of jobu's pools runs at READ COMMITTED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql_sessions_run_at_read_committed() {
+    let Some(db) = TestDb::create(common::Backend::MySql).await else {
+        return;
+    };
+    let store = db.new_store(3).await;
+    // Hold three connections at once so the answers come from different sessions.
+    let mut txns = Vec::new();
+    for _ in 0..3 {
+        use sea_orm::TransactionTrait;
+        txns.push(store.connection().begin().await.unwrap());
+    }
+    for txn in &txns {
+        use sea_orm::ConnectionTrait;
+        // MariaDB names the variable tx_isolation, MySQL 8 transaction_isolation.
+        let mut level = None;
+        for var in ["@@transaction_isolation", "@@tx_isolation"] {
+            let q = sea_orm::Statement::from_string(
+                sea_orm::DatabaseBackend::MySql,
+                format!("SELECT CAST({var} AS CHAR) AS level"),
+            );
+            if let Ok(Some(row)) = txn.query_one(q).await {
+                level = Some(row.try_get::<String>("", "level").unwrap());
+                break;
+            }
+        }
+        assert_eq!(level.as_deref(), Some("READ-COMMITTED"));
+    }
+    drop(txns);
+    let _ = store.close().await;
+    db.cleanup().await;
+}
