@@ -136,6 +136,7 @@ backend_test!(
                     if batch.is_empty() {
                         break;
                     }
+                    assert!(batch.len() <= 25, "a claim of 25 took {}", batch.len());
                     for row in batch {
                         assert_eq!(row.status, Status::Running.as_str());
                         assert_eq!(row.worker_id.as_deref(), Some(worker.as_str()));
@@ -1834,5 +1835,68 @@ async fn mysql_sessions_run_at_read_committed() {
     }
     drop(txns);
     let _ = store.close().await;
+    db.cleanup().await;
+}
+
+/// PostgreSQL only: a claim never takes more rows than it asked for, even when the planner
+/// picks a nested-loop semi-join that re-runs the locking subquery for every outer row
+/// (forced here with planner settings): with `WHERE id IN (SELECT ... LIMIT n FOR UPDATE
+/// SKIP LOCKED)` each re-run skips what racing claimers locked meanwhile and picks other
+/// rows, and the update takes them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_claims_take_at_most_their_limit_under_a_rescanning_plan() {
+    const ROWS: usize = 1500;
+    const CLAIMERS: usize = 6;
+    const LIMIT: u32 = 10;
+    let Some(db) = TestDb::create(common::Backend::Postgres).await else {
+        return;
+    };
+    seed_pending(&db.store, ROWS, 0).await;
+    let mut url = url::Url::parse(&db.url).unwrap();
+    url.query_pairs_mut().append_pair(
+        "options",
+        "-c enable_material=off -c enable_hashjoin=off -c enable_mergejoin=off -c enable_hashagg=off",
+    );
+    let barrier = Arc::new(Barrier::new(CLAIMERS));
+    let mut tasks = Vec::new();
+    for c in 0..CLAIMERS {
+        let store = Store::connect(&jobu::config::DatabaseSettings {
+            max_connections: 1,
+            min_connections: 0,
+            ..jobu::config::DatabaseSettings::with_url(url.as_str())
+        })
+        .await
+        .unwrap();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let worker = format!("claimer-{c}");
+            let h = handlers();
+            let mut largest = 0;
+            let mut taken = Vec::new();
+            barrier.wait().await;
+            loop {
+                let batch = store.claim(&claim_req(&worker, &h, LIMIT)).await.unwrap();
+                if batch.is_empty() {
+                    break;
+                }
+                largest = largest.max(batch.len());
+                taken.extend(batch.into_iter().map(|r| r.id));
+            }
+            let _ = store.close().await;
+            (largest, taken)
+        }));
+    }
+    let mut seen = HashSet::new();
+    for t in tasks {
+        let (largest, taken) = t.await.unwrap();
+        assert!(
+            largest <= LIMIT as usize,
+            "a claim of {LIMIT} took {largest} rows"
+        );
+        for id in taken {
+            assert!(seen.insert(id), "execution {id} claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), ROWS);
     db.cleanup().await;
 }
