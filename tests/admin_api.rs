@@ -468,6 +468,133 @@ backend_test!(
     }
 );
 
+// `POST /api/crons/{id}/toggle` with `{"is_enabled": bool}` sets that state: a retried call
+// changes nothing (not even `updated_at`); without a body it flips; a bad body is refused
+// like every other body, and writes nothing.
+backend_test!(toggle_with_a_body_sets_the_state, |db: TestDb| async move {
+    let server = AdminServer::start(&db, "admin", "toggle", &[]).await;
+    let api = &server.api;
+    let id = id_of(
+        &api.post("/api/crons", &cron_body("switch", YEARLY))
+            .await
+            .expect(201),
+    );
+    let path = format!("/api/crons/{id}/toggle");
+    let stored = |db: TestDb| async move {
+        CronJobs::find_by_id(id)
+            .one(db.store.connection())
+            .await
+            .expect("read cron")
+            .expect("cron row")
+    };
+
+    let off = api
+        .post(&path, &json!({"is_enabled": false}))
+        .await
+        .expect(200);
+    assert_eq!(off["is_enabled"], false, "{off}");
+    let row = stored(db.clone()).await;
+    assert!(!row.is_enabled);
+    // The same call again (a client's retry): still disabled, nothing written.
+    let again = api
+        .post(&path, &json!({"is_enabled": false}))
+        .await
+        .expect(200);
+    assert_eq!(
+        again["is_enabled"], false,
+        "a repeated disable enabled it: {again}"
+    );
+    assert_eq!(again["updated_at"], off["updated_at"], "{again}");
+    assert_eq!(
+        stored(db.clone()).await,
+        row,
+        "a repeated disable wrote the row"
+    );
+    assert_eq!(
+        api.get(&format!("/api/crons/{id}")).await.expect(200)["is_enabled"],
+        false
+    );
+
+    for _ in 0..2 {
+        let on = api
+            .post(&path, &json!({"is_enabled": true}))
+            .await
+            .expect(200);
+        assert_eq!(on["is_enabled"], true, "{on}");
+        assert!(stored(db.clone()).await.is_enabled);
+    }
+
+    // Refused bodies: 400 (or 415 for another content type), and the cron is unchanged.
+    let before = stored(db.clone()).await;
+    type Refused<'a> = (&'a str, &'a str, &'a [u8], u16, Option<&'a str>);
+    let refused: [Refused; 7] = [
+        (
+            "unknown field",
+            "application/json",
+            br#"{"is_enabled": false, "x": 1}"#,
+            400,
+            None,
+        ),
+        (
+            "wrong type",
+            "application/json",
+            br#"{"is_enabled": "no"}"#,
+            400,
+            Some("is_enabled"),
+        ),
+        (
+            "null state",
+            "application/json",
+            br#"{"is_enabled": null}"#,
+            400,
+            None,
+        ),
+        ("empty object", "application/json", b"{}", 400, None),
+        ("not an object", "application/json", b"[false]", 400, None),
+        (
+            "malformed JSON",
+            "application/json",
+            b"{\"is_enabled\": ",
+            400,
+            None,
+        ),
+        (
+            "text/plain",
+            "text/plain",
+            br#"{"is_enabled": false}"#,
+            415,
+            None,
+        ),
+    ];
+    for (label, content_type, body, status, field) in refused {
+        let reply = api
+            .send(Method::POST, &path, Some((content_type, body.to_vec())))
+            .await;
+        let error = reply.expect_error(status);
+        if let Some(field) = field {
+            assert_eq!(error.field.as_deref(), Some(field), "{label}: {reply}");
+        }
+        assert_eq!(stored(db.clone()).await, before, "{label} changed the cron");
+    }
+    api.post("/api/crons/424242/toggle", &json!({"is_enabled": false}))
+        .await
+        .expect_error(404);
+
+    // Without a body it flips, as before.
+    let flipped = api.post_empty(&path).await.expect(200);
+    assert_eq!(flipped["is_enabled"], false, "{flipped}");
+    let flipped = api.post_empty(&path).await.expect(200);
+    assert_eq!(flipped["is_enabled"], true, "{flipped}");
+
+    // The spec documents the optional body.
+    let spec = api.get("/openapi.json").await.expect(200);
+    let op = &spec["paths"]["/api/crons/{id}/toggle"]["post"];
+    assert_eq!(op["requestBody"]["required"], false, "{op}");
+    let schema = &spec["components"]["schemas"]["CronToggle"];
+    assert_eq!(schema["required"], json!(["is_enabled"]), "{schema}");
+    assert_eq!(schema["additionalProperties"], false, "{schema}");
+});
+
 // ---------------------------------------------------------------------------------------
 // 2. validation: refused with the documented status, field and body, nothing written
 

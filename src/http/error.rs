@@ -174,7 +174,7 @@ fn readable(message: &str) -> String {
             "invalid path parameter `id`",
             1,
         );
-    for internal in ["CronCreate", "CronUpdate", "ExecutionCreate"] {
+    for internal in ["CronCreate", "CronUpdate", "CronToggle", "ExecutionCreate"] {
         m = m.replacen(&format!("failed to parse \"{internal}\": "), "", 1);
     }
     m

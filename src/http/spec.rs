@@ -16,7 +16,7 @@ const SINGLE_LINE: &str = r"^[^\x00-\x1f\x7f-\x9f]*$";
 const MULTI_LINE: &str = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$";
 
 /// Request bodies parsed with `deny_unknown_fields`.
-const CLOSED_SCHEMAS: [&str; 3] = ["CronCreate", "CronUpdate", "ExecutionCreate"];
+const CLOSED_SCHEMAS: [&str; 4] = ["CronCreate", "CronUpdate", "CronToggle", "ExecutionCreate"];
 
 /// The spec as served.
 pub fn finish(spec: &str, token: bool, handlers: &[String]) -> String {
@@ -106,6 +106,7 @@ fn example(schema: &str, handler: Option<&String>) -> Option<Value> {
             "timeout_seconds": 300,
         }),
         "CronUpdate" => json!({ "cron_expression": "0 3 * * *", "is_enabled": true }),
+        "CronToggle" => json!({ "is_enabled": false }),
         "ExecutionCreate" => json!({ "handler_name": handler, "max_retry": 0 }),
         _ => return None,
     })

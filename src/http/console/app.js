@@ -403,7 +403,8 @@ function cronsPage() {
 
   async function toggleCron(cron) {
     try {
-      const updated = await api('POST', `/api/crons/${cron.id}/toggle`);
+      // The state wanted, not a flip: a repeated click or a retried request cannot undo it.
+      const updated = await api('POST', `/api/crons/${cron.id}/toggle`, { is_enabled: !cron.is_enabled });
       flash('ok', `“${updated.name}” is now ${updated.is_enabled ? 'enabled' : 'disabled'}.`);
       await load();
     } catch (error) {
