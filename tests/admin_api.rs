@@ -1839,6 +1839,59 @@ backend_test!(health_ready_openapi_docs, |db: TestDb| async move {
     api.get("/api/no-such-thing").await.expect_error(404);
 });
 
+/// The value of one sample in Prometheus text, such as `jobu_executions{status="PENDING"}`.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}
+
+// `/metrics` does not count executions in the database on every scrape: the counts are
+// cached for 5 s, so a row added between two quick scrapes shows only after the period.
+backend_test!(metrics_cache_database_counts, |db: TestDb| async move {
+    const PENDING: &str = "jobu_executions{status=\"PENDING\"}";
+    const PERIOD: Duration = Duration::from_secs(5);
+    let server = AdminServer::start(&db, "admin", "metrics", &[]).await;
+    let api = &server.api;
+    let job = json!({"handler_name": "noop"});
+    api.post("/api/jobs", &job).await.expect(201);
+
+    let first = api.get("/metrics").await;
+    let scraped = Instant::now();
+    assert_eq!(sample(&first.text, PENDING), Some(1.0), "{first}");
+    let age = sample(&first.text, "jobu_executions_scrape_age_seconds");
+    assert!(age.is_some_and(|a| (0.0..1.0).contains(&a)), "{first}");
+
+    api.post("/api/jobs", &job).await.expect(201);
+    assert_eq!(count_executions(&db, Some("PENDING")).await, 2);
+    let second = api.get("/metrics").await;
+    if scraped.elapsed() < PERIOD - Duration::from_secs(1) {
+        assert_eq!(
+            sample(&second.text, PENDING),
+            Some(1.0),
+            "the second scrape {:?} after the first counted again: {second}",
+            scraped.elapsed()
+        );
+    }
+
+    let last = std::sync::Mutex::new(String::new());
+    let updated = eventually(WAIT, || async {
+        let text = api.get("/metrics").await.text;
+        let done = sample(&text, PENDING) == Some(2.0);
+        *last.lock().expect("lock") = text;
+        done
+    })
+    .await;
+    let last = last.into_inner().expect("lock");
+    assert!(updated, "the new count never showed:\n{last}");
+    assert!(
+        scraped.elapsed() >= PERIOD - Duration::from_millis(500),
+        "the new count showed {:?} after the first scrape, before the cache period",
+        scraped.elapsed()
+    );
+});
+
 /// Same-host `src`/`href` paths of `<script>` and `<link>` tags (absolute paths only).
 fn local_assets(html: &str) -> Vec<String> {
     let mut found = Vec::new();

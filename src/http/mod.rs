@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod console;
 pub mod error;
+pub mod scrape;
 pub mod spec;
 
 use std::net::{SocketAddr, TcpListener};
@@ -35,8 +36,6 @@ use error::error_response;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// How long open connections get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// `/metrics` gives the database this long to count executions by status.
-const METRICS_DB_TIMEOUT: Duration = Duration::from_secs(2);
 /// A process is listed as live while its heartbeat is at most this many intervals old.
 pub const PRESENCE_STALE_INTERVALS: f64 = 3.0;
 
@@ -103,6 +102,7 @@ pub fn app(
 
     let api = Arc::new(service.into_endpoint());
     let metrics_state = state.clone();
+    let counts = Arc::new(scrape::ExecutionCounts::default());
     let route = Route::new()
         .at(
             "/openapi.json",
@@ -117,7 +117,8 @@ pub fn app(
             "/metrics",
             poem::endpoint::make(move |_| {
                 let state = metrics_state.clone();
-                async move { metrics_text(&state).await }
+                let counts = counts.clone();
+                async move { metrics_text(&state, &counts).await }
             }),
         )
         // Not nested at "/": that would take the root from the console.
@@ -196,12 +197,8 @@ async fn add_allow<E: Endpoint>(
     Ok(resp)
 }
 
-async fn metrics_text(state: &AdminState) -> Response {
-    match tokio::time::timeout(METRICS_DB_TIMEOUT, state.store.status_counts()).await {
-        Ok(Ok(counts)) => crate::metrics::executions_by_status(&counts),
-        Ok(Err(e)) => tracing::warn!(error = %e, "metrics: cannot count executions"),
-        Err(_) => tracing::warn!("metrics: counting executions timed out"),
-    }
+async fn metrics_text(state: &AdminState, counts: &scrape::ExecutionCounts) -> Response {
+    counts.record(|| state.store.status_counts()).await;
     Response::builder()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(crate::metrics::render())
