@@ -11,7 +11,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Offset, TimeZone, Utc};
-use common::admin::{launch, tail, AdminServer, Api};
+use common::admin::{launch, raw, tail, AdminServer, Api};
 use common::process::eventually;
 use common::{Backend, TestDb};
 use futures::FutureExt;
@@ -2531,6 +2531,265 @@ async fn cors_follows_config() {
             .await
             .expect("get");
         assert!(!reply.headers().contains_key("access-control-allow-origin"));
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 9. DNS rebinding and cross-site requests: the Host and Origin checks (SQLite is enough)
+
+/// `GET path` with this `Host` (none when `None`) and optionally the bearer token.
+async fn get_with_host(
+    port: u16,
+    path: &str,
+    host: Option<&str>,
+    token: Option<&str>,
+) -> common::admin::Reply {
+    let mut head = format!("GET {path} HTTP/1.1");
+    if let Some(host) = host {
+        head.push_str(&format!("\nHost: {host}"));
+    }
+    if let Some(token) = token {
+        head.push_str(&format!("\nAuthorization: Bearer {token}"));
+    }
+    raw(port, &head, b"").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_header_must_name_this_server() {
+    common::run(Backend::Sqlite, |db: TestDb| async move {
+        let server = AdminServer::start(
+            &db,
+            "admin",
+            "hosts",
+            &[
+                ("JOBU__ADMIN__AUTH_TOKEN", TOKEN),
+                ("JOBU__ADMIN__ALLOWED_HOSTS", "jobu.example.com,.corp.example"),
+            ],
+        )
+        .await;
+        let port = server.port;
+        let mut failures = Failures::default();
+        let served = [
+            format!("127.0.0.1:{port}"),
+            "127.0.0.1".to_string(),
+            format!("localhost:{port}"),
+            "LocalHost".to_string(),
+            format!("[::1]:{port}"),
+            "127.9.9.9".to_string(),
+            format!("jobu.example.com:{port}"),
+            "JOBU.Example.COM".to_string(),
+            "corp.example".to_string(),
+            format!("a.b.corp.example:{port}"),
+        ];
+        for host in &served {
+            let reply = get_with_host(port, "/api/crons", Some(host), Some(TOKEN)).await;
+            failures.check(reply.status == 200, format!("Host {host}: {reply}"));
+        }
+        let refused = [
+            format!("evil.example:{port}"),
+            "evil.example".to_string(),
+            "localhost.evil.example".to_string(),
+            "127.0.0.1.nip.io".to_string(),
+            "x.jobu.example.com".to_string(),
+            "evilcorp.example".to_string(),
+            // An IP literal other than loopback is not ours when bound to 127.0.0.1.
+            format!("10.1.2.3:{port}"),
+            format!("[fd00::1]:{port}"),
+            "bad host".to_string(),
+        ];
+        for host in &refused {
+            // With and without the token, on every kind of path.
+            for (path, token) in [
+                ("/api/crons", Some(TOKEN)),
+                ("/api/crons", None),
+                ("/crons", Some(TOKEN)),
+                ("/health", None),
+                ("/metrics", None),
+                ("/console/app.js", None),
+            ] {
+                failures
+                    .run(&format!("Host {host} {path} token {}", token.is_some()), async {
+                        let reply = get_with_host(port, path, Some(host), token).await;
+                        reply.expect_error_field(421, "Host");
+                    })
+                    .await;
+            }
+        }
+        // No Host at all (HTTP/1.0 allows leaving it out).
+        let reply = raw(port, &format!("GET /api/crons HTTP/1.0\nAuthorization: Bearer {TOKEN}"), b"").await;
+        failures
+            .run("no Host", async { reply.expect_error_field(421, "Host"); })
+            .await;
+        // A write with a foreign Host writes nothing, even with the token.
+        let body = serde_json::to_vec(&cron_body("rebound", YEARLY)).expect("body");
+        let reply = raw(
+            port,
+            &format!(
+                "POST /api/crons HTTP/1.1\nHost: evil.example:{port}\nAuthorization: Bearer {TOKEN}\n\
+                 Content-Type: application/json"
+            ),
+            &body,
+        )
+        .await;
+        failures
+            .run("POST with a foreign Host", async { reply.expect_error_field(421, "Host"); })
+            .await;
+        failures.check(count_crons(&db).await == 0, "a refused POST created a cron".into());
+        failures.finish("Host checks");
+        drop(server);
+
+        // Bound to 0.0.0.0: any IP literal is one of its addresses (a pod IP, say); names
+        // still are not.
+        let server = AdminServer::start(
+            &db,
+            "admin",
+            "hosts-any",
+            &[("JOBU__ADMIN__HOST", "0.0.0.0"), ("JOBU__ADMIN__AUTH_TOKEN", TOKEN)],
+        )
+        .await;
+        let port = server.port;
+        for host in [format!("10.1.2.3:{port}"), "[fd00::1]".into(), format!("localhost:{port}")] {
+            let reply = get_with_host(port, "/api/crons", Some(&host), Some(TOKEN)).await;
+            assert_eq!(reply.status, 200, "Host {host} on 0.0.0.0: {reply}");
+        }
+        get_with_host(port, "/api/crons", Some("jobu.internal"), Some(TOKEN))
+            .await
+            .expect_error_field(421, "Host");
+
+        // "*" turns the check off.
+        let server = AdminServer::start(
+            &db,
+            "admin",
+            "hosts-star",
+            &[("JOBU__ADMIN__AUTH_TOKEN", TOKEN), ("JOBU__ADMIN__ALLOWED_HOSTS", "*")],
+        )
+        .await;
+        let reply = get_with_host(server.port, "/api/crons", Some("anything.example"), Some(TOKEN)).await;
+        assert_eq!(reply.status, 200, "{reply}");
+    })
+    .await;
+}
+
+/// `METHOD /api/crons` with this `Origin`, the token, and the `Host` a browser on `host`
+/// would send.
+async fn with_origin(
+    port: u16,
+    method: &str,
+    host: &str,
+    origin: &str,
+    body: &Value,
+) -> common::admin::Reply {
+    let mut head = format!(
+        "{method} /api/crons HTTP/1.1\nHost: {host}\nOrigin: {origin}\nAuthorization: Bearer {TOKEN}"
+    );
+    let bytes = if body.is_null() {
+        Vec::new()
+    } else {
+        head.push_str("\nContent-Type: application/json");
+        serde_json::to_vec(body).expect("body")
+    };
+    raw(port, &head, &bytes).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_origins_are_refused() {
+    common::run(Backend::Sqlite, |db: TestDb| async move {
+        const LISTED: &str = "https://ops.example.com";
+        let server = AdminServer::start(
+            &db,
+            "admin",
+            "origins",
+            &[
+                ("JOBU__ADMIN__AUTH_TOKEN", TOKEN),
+                ("JOBU__ADMIN__CORS__ALLOW_ORIGINS", LISTED),
+            ],
+        )
+        .await;
+        let port = server.port;
+        let own = format!("127.0.0.1:{port}");
+        let shell = |name: &str| {
+            json!({"name": name, "cron_expression": YEARLY, "handler_name": "shell",
+                "handler_params": {"command": "touch /tmp/jobu-csrf-proof"}})
+        };
+        let mut failures = Failures::default();
+        // A page elsewhere posting a shell cron (the token would not help it: it has none, but
+        // even a request with one is refused), and nothing is created.
+        for origin in [
+            "https://evil.example".to_string(),
+            "http://evil.example:8080".into(),
+            "null".into(),
+            format!("http://127.0.0.1:{}", port.wrapping_add(1)),
+            format!("http://localhost:{port}"),
+            "http://ops.example.com".into(),
+            "file://".into(),
+            "not an origin".into(),
+        ] {
+            failures
+                .run(&format!("POST with Origin {origin}"), async {
+                    with_origin(port, "POST", &own, &origin, &shell("csrf"))
+                        .await
+                        .expect_error_field(403, "Origin");
+                    with_origin(port, "GET", &own, &origin, &Value::Null)
+                        .await
+                        .expect_error_field(403, "Origin");
+                })
+                .await;
+        }
+        failures.check(
+            count_crons(&db).await == 0,
+            "a POST from a foreign origin created a cron".into(),
+        );
+        // The server's own origin (the console's fetches), by address or by name, and with
+        // another scheme (a TLS-terminating proxy in front).
+        for (host, origin, name) in [
+            (own.clone(), format!("http://{own}"), "own"),
+            (
+                format!("localhost:{port}"),
+                format!("http://localhost:{port}"),
+                "own-by-name",
+            ),
+            (own.clone(), format!("https://{own}"), "own-https"),
+            (own.clone(), LISTED.to_string(), "listed"),
+        ] {
+            failures
+                .run(&format!("POST from {origin} to {host}"), async {
+                    with_origin(port, "POST", &host, &origin, &shell(name))
+                        .await
+                        .expect(201);
+                })
+                .await;
+        }
+        failures.check(
+            count_crons(&db).await == 4,
+            format!("{} crons, expected 4", count_crons(&db).await),
+        );
+        failures.finish("Origin checks");
+
+        // With "*" in allow_origins any origin may call (with the token), except null.
+        let server = AdminServer::start(
+            &db,
+            "admin",
+            "origins-any",
+            &[
+                ("JOBU__ADMIN__AUTH_TOKEN", TOKEN),
+                ("JOBU__ADMIN__CORS__ALLOW_ORIGINS", "*"),
+            ],
+        )
+        .await;
+        let own = format!("127.0.0.1:{}", server.port);
+        with_origin(
+            server.port,
+            "GET",
+            &own,
+            "https://anywhere.example",
+            &Value::Null,
+        )
+        .await
+        .expect(200);
+        with_origin(server.port, "GET", &own, "null", &Value::Null)
+            .await
+            .expect_error_field(403, "Origin");
     })
     .await;
 }

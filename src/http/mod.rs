@@ -3,13 +3,16 @@
 //! ([`console`]), `/health`, `/ready` and Prometheus `/metrics`. [`spec`] completes the
 //! generated OpenAPI document.
 //!
-//! Middleware, outermost first: request log and metrics, CORS (when origins are configured),
-//! JSON error bodies ([`error`]), the token check ([`auth`]), the 1 MiB body limit.
+//! Middleware, outermost first: request log and metrics (which only observe), the Host and
+//! Origin checks ([`guard`]: DNS rebinding and cross-site requests), CORS (when origins are
+//! configured), JSON error bodies ([`error`]), the token check ([`auth`]), the 1 MiB body
+//! limit.
 
 pub mod api;
 pub mod auth;
 pub mod console;
 pub mod error;
+pub mod guard;
 pub mod scrape;
 pub mod spec;
 
@@ -139,10 +142,40 @@ pub fn app(
         .around(move |ep, req| add_allow(allowed.clone(), ep, req))
         .boxed();
     let app = match cors(settings) {
-        Some(cors) => app.with(cors).boxed(),
+        Some(cors) => {
+            let app = Arc::new(app);
+            CrossOriginOnly {
+                // Its own refusals (a method or header not allowed) get the error body too.
+                cors: app.clone().with(cors).around(error::json_errors).boxed(),
+                plain: app.boxed(),
+            }
+            .boxed()
+        }
         None => app,
     };
-    app.around(observe).boxed()
+    let guard = guard::Guard::new(settings);
+    app.around(move |ep, req| guard::guard(guard.clone(), ep, req))
+        .around(observe)
+        .boxed()
+}
+
+/// CORS for cross-origin requests only: poem's `Cors` would refuse the server's own origin
+/// (the console's fetches carry it) unless it were listed too.
+struct CrossOriginOnly {
+    cors: poem::endpoint::BoxEndpoint<'static>,
+    plain: poem::endpoint::BoxEndpoint<'static>,
+}
+
+impl Endpoint for CrossOriginOnly {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        if req.extensions().get::<guard::SameOrigin>().is_some() {
+            self.plain.call(req).await
+        } else {
+            self.cors.call(req).await
+        }
+    }
 }
 
 /// Each spec path as segments (`None` for a parameter) with its methods.

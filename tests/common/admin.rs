@@ -175,13 +175,15 @@ pub struct Api {
     token: Option<String>,
 }
 
-/// One HTTP reply: status, content type and the raw body.
+/// One HTTP reply: status, content type, headers and the raw body.
 #[derive(Debug, Clone)]
 pub struct Reply {
     /// `METHOD path`, for failure messages.
     pub request: String,
     pub status: u16,
     pub content_type: Option<String>,
+    /// Every header, names in lowercase, in order.
+    pub headers: Vec<(String, String)>,
     pub text: String,
 }
 
@@ -298,13 +300,117 @@ impl Api {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
         let text = response.text().await?;
         Ok(Reply {
             request,
             status,
             content_type,
+            headers,
             text,
         })
+    }
+}
+
+/// One request written as given over a new connection to `127.0.0.1:port`, so a test controls
+/// every header (a `Host` that is not the address connected to, or none at all): `head` is
+/// the request line and headers without the blank line; `Connection: close` and, with a
+/// body, `Content-Length` are added. Redirects are not followed.
+pub async fn raw(port: u16, head: &str, body: &[u8]) -> Reply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = head.lines().next().unwrap_or_default().to_string();
+    let mut message = head
+        .trim_end()
+        .replace('\n', "\r\n")
+        .replace("\r\r\n", "\r\n");
+    message.push_str("\r\nConnection: close\r\n");
+    if !body.is_empty() {
+        message.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    message.push_str("\r\n");
+    let mut bytes = message.into_bytes();
+    bytes.extend_from_slice(body);
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.write_all(&bytes).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = tokio::time::timeout(REQUEST_LIMIT, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("{request}: no reply within {REQUEST_LIMIT:?}"))
+        .unwrap_or_else(|e| panic!("{request}: {e}"));
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("{request}: no header end in {answer:?}"));
+    let head_text = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let mut lines = head_text.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{request}: no status line in {head_text}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut payload = answer[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"))
+    {
+        payload = dechunk(&payload);
+    }
+    let content_type = headers
+        .iter()
+        .find(|(k, _)| k == "content-type")
+        .map(|(_, v)| v.clone());
+    Reply {
+        request,
+        status,
+        content_type,
+        headers,
+        text: String::from_utf8_lossy(&payload).into_owned(),
+    }
+}
+
+/// A chunked body, decoded.
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = data.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&data[..end]);
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let Ok(size) = usize::from_str_radix(size_text, 16) else {
+            break;
+        };
+        let start = end + 2;
+        if size == 0 || start + size > data.len() {
+            break;
+        }
+        out.extend_from_slice(&data[start..start + size]);
+        data = &data[(start + size + 2).min(data.len())..];
+    }
+    out
+}
+
+impl Reply {
+    /// The first value of a header (name in any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
