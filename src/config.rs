@@ -26,6 +26,8 @@ pub const DEFAULT_CONFIG_DIR: &str = "config";
 pub const DEFAULT_DATABASE: &str = "default";
 /// Where a new user's data lives: a SQLite file created on first use.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/jobu.db?mode=rwc";
+/// Where the admin token jobu generates is kept, next to the SQLite default.
+pub const DEFAULT_ADMIN_TOKEN_FILE: &str = "data/admin_token";
 
 /// Cap on `handlers.shell.output_tail_bytes`: results are stored in a database row.
 const MAX_OUTPUT_TAIL_BYTES: usize = 1024 * 1024;
@@ -271,11 +273,15 @@ pub struct AdminSettings {
     /// Names besides loopback and `host` that requests may carry in `Host` (DNS rebinding
     /// protection): exact names, `.example.com` for a domain and its subdomains, `*` for any.
     pub allowed_hosts: Vec<String>,
-    /// When set, `/api`, the console and `/docs` require `Authorization: Bearer <token>`.
+    /// `/api`, the console and `/docs` require `Authorization: Bearer <token>`. Without it
+    /// (and without `allow_insecure`) the admin role uses the token in `token_file`,
+    /// generating it on first start.
     pub auth_token: Option<String>,
+    /// The generated token's file (0600), relative to the working directory.
+    pub token_file: PathBuf,
     /// `/metrics` requires the token too.
     pub metrics_auth: bool,
-    /// Serve a non-loopback address without a token (refused otherwise).
+    /// Serve the API without any token (refused while `handlers.shell.enabled`).
     pub allow_insecure: bool,
     /// How often running processes record their heartbeat in `workers`.
     pub presence_interval_seconds: u64,
@@ -311,6 +317,7 @@ impl Default for AdminSettings {
             port: Self::DEFAULT_PORT,
             allowed_hosts: Vec::new(),
             auth_token: None,
+            token_file: PathBuf::from(DEFAULT_ADMIN_TOKEN_FILE),
             metrics_auth: false,
             allow_insecure: false,
             presence_interval_seconds: Self::DEFAULT_PRESENCE_INTERVAL_SECONDS,
@@ -328,6 +335,7 @@ impl std::fmt::Debug for AdminSettings {
             .field("port", &self.port)
             .field("allowed_hosts", &self.allowed_hosts)
             .field("auth_token", &self.auth_token.as_ref().map(|_| "***"))
+            .field("token_file", &self.token_file)
             .field("metrics_auth", &self.metrics_auth)
             .field("allow_insecure", &self.allow_insecure)
             .field("presence_interval_seconds", &self.presence_interval_seconds)
@@ -559,6 +567,12 @@ impl Settings {
                     "must not contain spaces or control characters",
                 ));
             }
+        }
+        if self.admin.token_file.as_os_str().is_empty() {
+            return Err(ConfigError::key(
+                "admin.token_file",
+                "must be a file path such as data/admin_token",
+            ));
         }
         if self.admin.presence_interval_seconds == 0 {
             return Err(ConfigError::key(

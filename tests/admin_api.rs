@@ -2337,31 +2337,68 @@ async fn auth_token_guards_api_console_docs() {
     .await;
 }
 
+/// Every console login URL (`http://...?token=...`) in a log, in order.
+fn login_urls(log: &str) -> Vec<String> {
+    log.split_whitespace()
+        .map(|word| word.trim_matches(|c: char| c == '"' || c == ',' || c == '\\'))
+        .filter(|word| word.starts_with("http://") && word.contains("/?token="))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits for a process that must refuse to start; its exit code and log.
+async fn refused_start(launched: &mut common::admin::Launched) -> (Option<i32>, String) {
+    let status = launched.daemon.wait_exit(WAIT).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    (status.and_then(|s| s.code()), launched.log())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn non_loopback_host_requires_token_or_allow_insecure() {
+async fn non_loopback_host_gets_a_token_unless_allow_insecure() {
     common::run(Backend::Sqlite, |db: TestDb| async move {
-        // 0.0.0.0 without a token: refuses to start, exit code 2, names auth_token.
+        // 0.0.0.0 without a token: served with the generated one, never open. The login URL
+        // names loopback (a browser cannot open 0.0.0.0) and the real port.
+        let server = AdminServer::start(
+            &db,
+            "admin",
+            "any-host",
+            &[("JOBU__ADMIN__HOST", "0.0.0.0")],
+        )
+        .await;
+        let token = server.token.clone().expect("a generated token");
+        server
+            .api
+            .without_token()
+            .get("/api/crons")
+            .await
+            .expect_error(401);
+        assert_eq!(server.api.get("/api/crons").await.expect(200)["total"], 0);
+        assert_eq!(
+            login_urls(&server.log()),
+            [format!("http://127.0.0.1:{}/?token={token}", server.port)]
+        );
+        drop(server);
+
+        // allow_insecure with the shell handler (base_env enables it): refused, exit 2.
         let mut launched = launch(
             &db,
             "admin",
-            "insecure",
-            &[("JOBU__ADMIN__HOST", "0.0.0.0")],
+            "insecure-shell",
+            &[
+                ("JOBU__ADMIN__HOST", "0.0.0.0"),
+                ("JOBU__ADMIN__ALLOW_INSECURE", "true"),
+            ],
         );
-        let status = launched.daemon.wait_exit(WAIT).await;
-        let log = launched.log();
+        let (code, log) = refused_start(&mut launched).await;
         assert_eq!(
-            status.and_then(|s| s.code()),
+            code,
             Some(2),
-            "jobu admin on 0.0.0.0 without a token must exit 2; log:\n{}",
+            "allow_insecure with shell must exit 2; log:\n{}",
             tail(&log, 30)
-        );
-        assert!(
-            log.contains("auth_token"),
-            "stderr must mention auth_token:\n{log}"
         );
         launched.scratch.remove();
 
-        // The same with allow_insecure: it serves.
+        // allow_insecure without the shell handler: open.
         let server = AdminServer::start(
             &db,
             "admin",
@@ -2369,9 +2406,11 @@ async fn non_loopback_host_requires_token_or_allow_insecure() {
             &[
                 ("JOBU__ADMIN__HOST", "0.0.0.0"),
                 ("JOBU__ADMIN__ALLOW_INSECURE", "true"),
+                ("JOBU__HANDLERS__SHELL__ENABLED", "false"),
             ],
         )
         .await;
+        assert_eq!(server.token, None);
         assert_eq!(server.api.get("/api/crons").await.expect(200)["total"], 0);
 
         // With a token instead it serves too, and guards the API.
@@ -2389,6 +2428,246 @@ async fn non_loopback_host_requires_token_or_allow_insecure() {
         assert_eq!(
             server.api_with_token(TOKEN).get("/api/crons").await.status,
             200
+        );
+        assert!(
+            login_urls(&server.log()).is_empty(),
+            "a configured token is not logged"
+        );
+    })
+    .await;
+}
+
+/// Without a token configured, `jobu admin` generates one in `data/admin_token` (0600), logs
+/// a console login URL carrying it, guards the API with it, and a restart reuses it. The
+/// login URL signs a browser in: 303 to the page without the token, and the session cookie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn generated_token_file_login_url_and_restart() {
+    use std::os::unix::fs::PermissionsExt;
+    common::run(Backend::Sqlite, |db: TestDb| async move {
+        let server = AdminServer::start(&db, "admin", "generated", &[]).await;
+        let port = server.port;
+        let file = server.scratch.path(common::admin::TOKEN_FILE);
+        let token = server.token.clone().expect("a generated token");
+        let meta = std::fs::metadata(&file).expect("the token file");
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o600,
+            "mode of {}",
+            file.display()
+        );
+        assert_eq!(
+            std::fs::read_to_string(&file).expect("read"),
+            format!("{token}\n")
+        );
+        assert!(
+            token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()),
+            "32 random bytes as hex: {token}"
+        );
+        let log = server.log();
+        assert_eq!(
+            login_urls(&log),
+            [format!("http://127.0.0.1:{port}/?token={token}")],
+            "one login URL with the file's token, logged once:\n{log}"
+        );
+
+        // The API needs the token; a refused write writes nothing.
+        let anonymous = server.api.without_token();
+        anonymous.get("/api/crons").await.expect_error(401);
+        let shell = json!({"name": "open-door", "cron_expression": YEARLY,
+            "handler_name": "shell", "handler_params": {"command": "id"}});
+        anonymous.post("/api/crons", &shell).await.expect_error(401);
+        assert_eq!(count_crons(&db).await, 0);
+        assert_eq!(server.api.get("/api/crons").await.expect(200)["total"], 0);
+        server.api.get("/openapi.json").await.expect(200);
+
+        // The login URL: 303 to the same page without `token`, other parameters kept.
+        let host = format!("127.0.0.1:{port}");
+        for (path, location) in [
+            (format!("/?token={token}"), "/".to_string()),
+            (
+                format!("/jobs?status=FAILED&token={token}&page=2"),
+                "/jobs?status=FAILED&page=2".to_string(),
+            ),
+        ] {
+            let reply = get_with_host(port, &path, Some(&host), None).await;
+            assert_eq!(reply.status, 303, "{reply}");
+            assert_eq!(
+                reply.header("location"),
+                Some(location.as_str()),
+                "{reply:?}"
+            );
+            let cookie = reply.header("set-cookie").unwrap_or_default();
+            assert_eq!(
+                cookie,
+                format!("jobu_token={token}; Path=/; SameSite=Strict"),
+                "{reply:?}"
+            );
+        }
+        // The cookie opens the pages.
+        let page = raw(
+            port,
+            &format!("GET /crons HTTP/1.1\nHost: {host}\nCookie: jobu_token={token}"),
+            b"",
+        )
+        .await;
+        assert_eq!(page.status, 200, "{page}");
+        assert!(page.text.contains("data-page=\"crons\""), "{page}");
+        // A wrong token: the login page, no cookie.
+        let wrong = get_with_host(port, "/crons?token=wrong", Some(&host), None).await;
+        assert_eq!(wrong.status, 401, "{wrong}");
+        assert!(wrong.text.contains("data-page=\"login\""), "{wrong}");
+        assert_eq!(wrong.header("set-cookie"), None);
+        // The API takes the header only, not a query parameter.
+        get_with_host(
+            port,
+            &format!("/api/crons?token={token}"),
+            Some(&host),
+            None,
+        )
+        .await
+        .expect_error(401);
+
+        // A restart reads the same file: the same token, a login URL with the new port.
+        let server = server.restart(&db).await;
+        assert_eq!(server.token.as_deref(), Some(token.as_str()));
+        let urls = login_urls(&server.log());
+        assert_eq!(
+            urls.last().map(String::as_str),
+            Some(format!("http://127.0.0.1:{}/?token={token}", server.port).as_str()),
+            "{urls:?}"
+        );
+        assert_eq!(urls.len(), 2, "{urls:?}");
+        assert_eq!(server.api.get("/api/crons").await.expect(200)["total"], 0);
+        server
+            .api
+            .without_token()
+            .get("/api/crons")
+            .await
+            .expect_error(401);
+    })
+    .await;
+}
+
+/// A token file written by hand is used (a mode wider than 0600 is warned about); an empty
+/// one, or one with spaces, stops jobu with exit code 2 naming it; `admin.token_file` moves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn token_file_is_checked() {
+    use std::os::unix::fs::PermissionsExt;
+    common::run(Backend::Sqlite, |db: TestDb| async move {
+        let prepared = |label: &str, content: &str, mode: u32| {
+            let name = format!("{label}-{}", db.backend.name());
+            let scratch = common::process::Scratch::new(&name);
+            let file = scratch.path(common::admin::TOKEN_FILE);
+            std::fs::create_dir_all(file.parent().expect("folder")).expect("data folder");
+            std::fs::write(&file, content).expect("token file");
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            (scratch, name)
+        };
+
+        let (scratch, name) = prepared("by-hand", "written-by-hand\n", 0o644);
+        let server = AdminServer::start_in(scratch, &db, "admin", &name, &[]).await;
+        assert_eq!(server.token.as_deref(), Some("written-by-hand"));
+        server.api.get("/api/crons").await.expect(200);
+        let log = server.log();
+        assert!(
+            log.contains("chmod 600"),
+            "no warning about mode 644:\n{log}"
+        );
+        drop(server);
+
+        for (label, content) in [("empty", ""), ("spaces", "two words\n")] {
+            let (scratch, name) = prepared(label, content, 0o600);
+            let mut launched = common::admin::launch_in(scratch, &db, "admin", &name, &[]);
+            let (code, log) = refused_start(&mut launched).await;
+            assert_eq!(code, Some(2), "{label}: log:\n{}", tail(&log, 20));
+            assert!(
+                log.contains(common::admin::TOKEN_FILE),
+                "{label}: the message must name the file:\n{log}"
+            );
+            launched.scratch.remove();
+        }
+
+        let elsewhere = [("JOBU__ADMIN__TOKEN_FILE", "secrets/jobu.token")];
+        let server = AdminServer::start(&db, "admin", "token-file", &elsewhere).await;
+        let token = server.token.clone().expect("token");
+        assert!(server.scratch.path("secrets/jobu.token").is_file());
+        assert!(!server.scratch.path(common::admin::TOKEN_FILE).exists());
+        assert!(
+            login_urls(&server.log())
+                .iter()
+                .any(|u| u.ends_with(&token)),
+            "{}",
+            server.log()
+        );
+    })
+    .await;
+}
+
+/// No token at all (`allow_insecure`) is refused while the shell handler is on in a process
+/// that serves the admin API, with exit code 2 naming both settings; processes without the
+/// admin role are not concerned; with the shell handler off the API is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn allow_insecure_refuses_the_shell_handler() {
+    common::run(Backend::Sqlite, |db: TestDb| async move {
+        let insecure = [("JOBU__ADMIN__ALLOW_INSECURE", "true")];
+        for role in ["admin", "run"] {
+            let mut launched = launch(&db, role, &format!("insecure-{role}"), &insecure);
+            let (code, log) = refused_start(&mut launched).await;
+            assert_eq!(code, Some(2), "jobu {role}: log:\n{}", tail(&log, 20));
+            for key in ["handlers.shell.enabled", "admin.allow_insecure"] {
+                assert!(
+                    log.contains(key),
+                    "jobu {role}: the message must name {key}:\n{log}"
+                );
+            }
+            launched.scratch.remove();
+        }
+        // No admin API in the process: nothing to refuse.
+        let mut worker = launch(&db, "worker", "insecure-worker", &insecure);
+        let no_admin = [
+            ("JOBU__ADMIN__ALLOW_INSECURE", "true"),
+            ("JOBU__ADMIN__ENABLED", "false"),
+        ];
+        let mut run = launch(&db, "run", "insecure-no-admin", &no_admin);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for launched in [&mut worker, &mut run] {
+            assert!(
+                launched.daemon.alive(),
+                "{} exited:\n{}",
+                launched.name,
+                tail(&launched.log(), 20)
+            );
+            launched.daemon.kill9();
+        }
+        worker.scratch.remove();
+        run.scratch.remove();
+
+        // Without the shell handler: the API is open, and no token file is made.
+        let server = AdminServer::start(
+            &db,
+            "admin",
+            "insecure-open",
+            &[
+                ("JOBU__ADMIN__ALLOW_INSECURE", "true"),
+                ("JOBU__HANDLERS__SHELL__ENABLED", "false"),
+            ],
+        )
+        .await;
+        assert_eq!(server.token, None);
+        server.api.get("/api/crons").await.expect(200);
+        server
+            .api
+            .post("/api/crons", &cron_body("open", YEARLY))
+            .await
+            .expect(201);
+        assert!(!server.scratch.path(common::admin::TOKEN_FILE).exists());
+        // The shell handler is not there to be named.
+        let stats = server.api.get("/api/stats").await.expect(200);
+        assert!(
+            !stats["handlers"]
+                .as_array()
+                .is_some_and(|h| h.contains(&json!("shell"))),
+            "{stats}"
         );
     })
     .await;

@@ -15,6 +15,7 @@ pub mod error;
 pub mod guard;
 pub mod scrape;
 pub mod spec;
+pub mod token;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -30,7 +31,9 @@ use poem::{
     Body, Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route, Server,
 };
 
-use crate::config::AdminSettings;
+use crate::actors::RuntimeError;
+use crate::config::{AdminSettings, Settings};
+use crate::handlers::Registry;
 use api::AdminState;
 use auth::AuthPolicy;
 use error::error_response;
@@ -43,12 +46,14 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub const PRESENCE_STALE_INTERVALS: f64 = 3.0;
 
 /// Refuses to expose the API beyond loopback without a token, unless the operator insists.
-pub fn check_exposure(settings: &AdminSettings) -> Result<(), String> {
-    if settings.is_loopback() || settings.token().is_some() || settings.allow_insecure {
+/// `token` is the one in force ([`token::resolve`]): with the generated one there always is
+/// one unless `admin.allow_insecure`.
+pub fn check_exposure(settings: &AdminSettings, token: Option<&str>) -> Result<(), String> {
+    if settings.is_loopback() || token.is_some() || settings.allow_insecure {
         return Ok(());
     }
     Err(format!(
-        "admin.host is {}, which is not a loopback address, and admin.auth_token is not set: \
+        "admin.host is {}, which is not a loopback address, and there is no admin token: \
          anyone who reaches the port could create crons and run handlers. Set \
          JOBU__ADMIN__AUTH_TOKEN (or admin.auth_token), bind 127.0.0.1, or set \
          admin.allow_insecure: true to serve it without authentication",
@@ -56,9 +61,40 @@ pub fn check_exposure(settings: &AdminSettings) -> Result<(), String> {
     ))
 }
 
-/// Binds the admin address (after [`check_exposure`]).
+/// Whether this process accepts `shell` crons: the setting, or a handler registered under
+/// that name.
+pub fn serves_shell(settings: &Settings, registry: &Registry) -> bool {
+    settings.handlers.shell.enabled || registry.contains("shell")
+}
+
+/// The admin settings' rules that need no file or socket, checked before a runtime touches
+/// the database: see [`token::check`].
+pub fn check_settings(settings: &Settings, registry: &Registry) -> Result<(), String> {
+    token::check(&settings.admin, serves_shell(settings, registry))
+}
+
+/// Prepares a runtime's admin listener: resolves the token in force (generating the token
+/// file on first start), binds the address, logs how to sign in (the console login URL with
+/// the token, once per start) and leaves the token in `settings.admin.auth_token` for the
+/// application. A refused configuration is [`RuntimeError::Invalid`].
+pub async fn prepare(
+    settings: &mut Settings,
+    registry: &Registry,
+) -> Result<TcpListener, RuntimeError> {
+    let shell = serves_shell(settings, registry);
+    let resolved = token::resolve(&settings.admin, shell).await?;
+    check_exposure(&settings.admin, resolved.token.as_deref()).map_err(RuntimeError::Invalid)?;
+    let listener = bind(&settings.admin).map_err(RuntimeError::Listen)?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| RuntimeError::Listen(format!("cannot read the admin address: {e}")))?;
+    token::announce(&resolved, addr);
+    settings.admin.auth_token = resolved.token;
+    Ok(listener)
+}
+
+/// Binds the admin address.
 pub fn bind(settings: &AdminSettings) -> Result<TcpListener, String> {
-    check_exposure(settings)?;
     let host = if settings.host == "localhost" {
         "127.0.0.1"
     } else {
