@@ -26,13 +26,16 @@ pub const DEFAULT_CONFIG_DIR: &str = "config";
 pub const DEFAULT_DATABASE: &str = "default";
 /// Where a new user's data lives: a SQLite file created on first use.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/jobu.db?mode=rwc";
+/// Where the admin token jobu generates is kept, next to the SQLite default.
+pub const DEFAULT_ADMIN_TOKEN_FILE: &str = "data/admin_token";
 
 /// Cap on `handlers.shell.output_tail_bytes`: results are stored in a database row.
 const MAX_OUTPUT_TAIL_BYTES: usize = 1024 * 1024;
 
 /// Keys whose environment value is a comma-separated list.
-const ENV_LIST_KEYS: [&str; 4] = [
+const ENV_LIST_KEYS: [&str; 5] = [
     "worker.databases",
+    "admin.allowed_hosts",
     "admin.cors.allow_origins",
     "admin.cors.allow_methods",
     "admin.cors.allow_headers",
@@ -267,11 +270,18 @@ pub struct AdminSettings {
     pub enabled: bool,
     pub host: String,
     pub port: u16,
-    /// When set, `/api`, the console and `/docs` require `Authorization: Bearer <token>`.
+    /// Names besides loopback and `host` that requests may carry in `Host` (DNS rebinding
+    /// protection): exact names, `.example.com` for a domain and its subdomains, `*` for any.
+    pub allowed_hosts: Vec<String>,
+    /// `/api`, the console and `/docs` require `Authorization: Bearer <token>`. Without it
+    /// (and without `allow_insecure`) the admin role uses the token in `token_file`,
+    /// generating it on first start.
     pub auth_token: Option<String>,
+    /// The generated token's file (0600), relative to the working directory.
+    pub token_file: PathBuf,
     /// `/metrics` requires the token too.
     pub metrics_auth: bool,
-    /// Serve a non-loopback address without a token (refused otherwise).
+    /// Serve the API without any token (refused while `handlers.shell.enabled`).
     pub allow_insecure: bool,
     /// How often running processes record their heartbeat in `workers`.
     pub presence_interval_seconds: u64,
@@ -305,7 +315,9 @@ impl Default for AdminSettings {
             enabled: true,
             host: Self::DEFAULT_HOST.to_string(),
             port: Self::DEFAULT_PORT,
+            allowed_hosts: Vec::new(),
             auth_token: None,
+            token_file: PathBuf::from(DEFAULT_ADMIN_TOKEN_FILE),
             metrics_auth: false,
             allow_insecure: false,
             presence_interval_seconds: Self::DEFAULT_PRESENCE_INTERVAL_SECONDS,
@@ -321,7 +333,9 @@ impl std::fmt::Debug for AdminSettings {
             .field("enabled", &self.enabled)
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("allowed_hosts", &self.allowed_hosts)
             .field("auth_token", &self.auth_token.as_ref().map(|_| "***"))
+            .field("token_file", &self.token_file)
             .field("metrics_auth", &self.metrics_auth)
             .field("allow_insecure", &self.allow_insecure)
             .field("presence_interval_seconds", &self.presence_interval_seconds)
@@ -542,6 +556,10 @@ impl Settings {
                 "must be between 1 and 65535",
             ));
         }
+        for (i, entry) in self.admin.allowed_hosts.iter().enumerate() {
+            validate_allowed_host(entry)
+                .map_err(|m| ConfigError::key(format!("admin.allowed_hosts[{i}]"), m))?;
+        }
         if let Some(token) = &self.admin.auth_token {
             if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(ConfigError::key(
@@ -549,6 +567,12 @@ impl Settings {
                     "must not contain spaces or control characters",
                 ));
             }
+        }
+        if self.admin.token_file.as_os_str().is_empty() {
+            return Err(ConfigError::key(
+                "admin.token_file",
+                "must be a file path such as data/admin_token",
+            ));
         }
         if self.admin.presence_interval_seconds == 0 {
             return Err(ConfigError::key(
@@ -571,6 +595,31 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+}
+
+/// An `admin.allowed_hosts` entry: `*`, a host name or IP address, or `.domain`.
+fn validate_allowed_host(entry: &str) -> Result<(), String> {
+    if entry == "*" {
+        return Ok(());
+    }
+    let name = entry.strip_prefix('.').unwrap_or(entry);
+    let ip = name.trim_start_matches('[').trim_end_matches(']');
+    if name.len() == entry.len() && ip.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let is_name = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if is_name {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{entry}` is not a host name such as jobu.example.com or .example.com (no scheme, \
+             port or path), an IP address, or `*`"
+        ))
     }
 }
 
@@ -699,6 +748,38 @@ mod tests {
         for (var, value, key) in cases {
             let err = Settings::load(&env(&[(var, value)])).expect_err(var);
             assert!(err.to_string().contains(key), "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn allowed_hosts_from_env_and_their_validation() {
+        let s = Settings::load(&env(&[(
+            "JOBU__ADMIN__ALLOWED_HOSTS",
+            "jobu.example.com,.corp.example,10.0.0.5,[::1],*",
+        )]))
+        .expect("loads");
+        assert_eq!(
+            s.admin.allowed_hosts,
+            [
+                "jobu.example.com",
+                ".corp.example",
+                "10.0.0.5",
+                "[::1]",
+                "*"
+            ]
+        );
+        for bad in [
+            "https://jobu.example.com",
+            "jobu.example.com:8080",
+            "jobu.example.com/",
+            "a b",
+            ".",
+            "",
+        ] {
+            let err = Settings::load(&env(&[("JOBU__ADMIN__ALLOWED_HOSTS", bad)]))
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("admin.allowed_hosts[0]"), "{bad}: {err}");
         }
     }
 

@@ -11,7 +11,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Offset, TimeZone, Utc};
-use common::admin::{launch, tail, AdminServer, Api};
+use common::admin::{launch, raw, tail, AdminServer, Api};
 use common::process::eventually;
 use common::{Backend, TestDb};
 use futures::FutureExt;
@@ -467,6 +467,133 @@ backend_test!(
             .expect(201);
     }
 );
+
+// `POST /api/crons/{id}/toggle` with `{"is_enabled": bool}` sets that state: a retried call
+// changes nothing (not even `updated_at`); without a body it flips; a bad body is refused
+// like every other body, and writes nothing.
+backend_test!(toggle_with_a_body_sets_the_state, |db: TestDb| async move {
+    let server = AdminServer::start(&db, "admin", "toggle", &[]).await;
+    let api = &server.api;
+    let id = id_of(
+        &api.post("/api/crons", &cron_body("switch", YEARLY))
+            .await
+            .expect(201),
+    );
+    let path = format!("/api/crons/{id}/toggle");
+    let stored = |db: TestDb| async move {
+        CronJobs::find_by_id(id)
+            .one(db.store.connection())
+            .await
+            .expect("read cron")
+            .expect("cron row")
+    };
+
+    let off = api
+        .post(&path, &json!({"is_enabled": false}))
+        .await
+        .expect(200);
+    assert_eq!(off["is_enabled"], false, "{off}");
+    let row = stored(db.clone()).await;
+    assert!(!row.is_enabled);
+    // The same call again (a client's retry): still disabled, nothing written.
+    let again = api
+        .post(&path, &json!({"is_enabled": false}))
+        .await
+        .expect(200);
+    assert_eq!(
+        again["is_enabled"], false,
+        "a repeated disable enabled it: {again}"
+    );
+    assert_eq!(again["updated_at"], off["updated_at"], "{again}");
+    assert_eq!(
+        stored(db.clone()).await,
+        row,
+        "a repeated disable wrote the row"
+    );
+    assert_eq!(
+        api.get(&format!("/api/crons/{id}")).await.expect(200)["is_enabled"],
+        false
+    );
+
+    for _ in 0..2 {
+        let on = api
+            .post(&path, &json!({"is_enabled": true}))
+            .await
+            .expect(200);
+        assert_eq!(on["is_enabled"], true, "{on}");
+        assert!(stored(db.clone()).await.is_enabled);
+    }
+
+    // Refused bodies: 400 (or 415 for another content type), and the cron is unchanged.
+    let before = stored(db.clone()).await;
+    type Refused<'a> = (&'a str, &'a str, &'a [u8], u16, Option<&'a str>);
+    let refused: [Refused; 7] = [
+        (
+            "unknown field",
+            "application/json",
+            br#"{"is_enabled": false, "x": 1}"#,
+            400,
+            None,
+        ),
+        (
+            "wrong type",
+            "application/json",
+            br#"{"is_enabled": "no"}"#,
+            400,
+            Some("is_enabled"),
+        ),
+        (
+            "null state",
+            "application/json",
+            br#"{"is_enabled": null}"#,
+            400,
+            None,
+        ),
+        ("empty object", "application/json", b"{}", 400, None),
+        ("not an object", "application/json", b"[false]", 400, None),
+        (
+            "malformed JSON",
+            "application/json",
+            b"{\"is_enabled\": ",
+            400,
+            None,
+        ),
+        (
+            "text/plain",
+            "text/plain",
+            br#"{"is_enabled": false}"#,
+            415,
+            None,
+        ),
+    ];
+    for (label, content_type, body, status, field) in refused {
+        let reply = api
+            .send(Method::POST, &path, Some((content_type, body.to_vec())))
+            .await;
+        let error = reply.expect_error(status);
+        if let Some(field) = field {
+            assert_eq!(error.field.as_deref(), Some(field), "{label}: {reply}");
+        }
+        assert_eq!(stored(db.clone()).await, before, "{label} changed the cron");
+    }
+    api.post("/api/crons/424242/toggle", &json!({"is_enabled": false}))
+        .await
+        .expect_error(404);
+
+    // Without a body it flips, as before.
+    let flipped = api.post_empty(&path).await.expect(200);
+    assert_eq!(flipped["is_enabled"], false, "{flipped}");
+    let flipped = api.post_empty(&path).await.expect(200);
+    assert_eq!(flipped["is_enabled"], true, "{flipped}");
+
+    // The spec documents the optional body.
+    let spec = api.get("/openapi.json").await.expect(200);
+    let op = &spec["paths"]["/api/crons/{id}/toggle"]["post"];
+    assert_eq!(op["requestBody"]["required"], false, "{op}");
+    let schema = &spec["components"]["schemas"]["CronToggle"];
+    assert_eq!(schema["required"], json!(["is_enabled"]), "{schema}");
+    assert_eq!(schema["additionalProperties"], false, "{schema}");
+});
 
 // ---------------------------------------------------------------------------------------
 // 2. validation: refused with the documented status, field and body, nothing written
@@ -1712,6 +1839,59 @@ backend_test!(health_ready_openapi_docs, |db: TestDb| async move {
     api.get("/api/no-such-thing").await.expect_error(404);
 });
 
+/// The value of one sample in Prometheus text, such as `jobu_executions{status="PENDING"}`.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}
+
+// `/metrics` does not count executions in the database on every scrape: the counts are
+// cached for 5 s, so a row added between two quick scrapes shows only after the period.
+backend_test!(metrics_cache_database_counts, |db: TestDb| async move {
+    const PENDING: &str = "jobu_executions{status=\"PENDING\"}";
+    const PERIOD: Duration = Duration::from_secs(5);
+    let server = AdminServer::start(&db, "admin", "metrics", &[]).await;
+    let api = &server.api;
+    let job = json!({"handler_name": "noop"});
+    api.post("/api/jobs", &job).await.expect(201);
+
+    let first = api.get("/metrics").await;
+    let scraped = Instant::now();
+    assert_eq!(sample(&first.text, PENDING), Some(1.0), "{first}");
+    let age = sample(&first.text, "jobu_executions_scrape_age_seconds");
+    assert!(age.is_some_and(|a| (0.0..1.0).contains(&a)), "{first}");
+
+    api.post("/api/jobs", &job).await.expect(201);
+    assert_eq!(count_executions(&db, Some("PENDING")).await, 2);
+    let second = api.get("/metrics").await;
+    if scraped.elapsed() < PERIOD - Duration::from_secs(1) {
+        assert_eq!(
+            sample(&second.text, PENDING),
+            Some(1.0),
+            "the second scrape {:?} after the first counted again: {second}",
+            scraped.elapsed()
+        );
+    }
+
+    let last = std::sync::Mutex::new(String::new());
+    let updated = eventually(WAIT, || async {
+        let text = api.get("/metrics").await.text;
+        let done = sample(&text, PENDING) == Some(2.0);
+        *last.lock().expect("lock") = text;
+        done
+    })
+    .await;
+    let last = last.into_inner().expect("lock");
+    assert!(updated, "the new count never showed:\n{last}");
+    assert!(
+        scraped.elapsed() >= PERIOD - Duration::from_millis(500),
+        "the new count showed {:?} after the first scrape, before the cache period",
+        scraped.elapsed()
+    );
+});
+
 /// Same-host `src`/`href` paths of `<script>` and `<link>` tags (absolute paths only).
 fn local_assets(html: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -2157,31 +2337,68 @@ async fn auth_token_guards_api_console_docs() {
     .await;
 }
 
+/// Every console login URL (`http://...?token=...`) in a log, in order.
+fn login_urls(log: &str) -> Vec<String> {
+    log.split_whitespace()
+        .map(|word| word.trim_matches(|c: char| c == '"' || c == ',' || c == '\\'))
+        .filter(|word| word.starts_with("http://") && word.contains("/?token="))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits for a process that must refuse to start; its exit code and log.
+async fn refused_start(launched: &mut common::admin::Launched) -> (Option<i32>, String) {
+    let status = launched.daemon.wait_exit(WAIT).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    (status.and_then(|s| s.code()), launched.log())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn non_loopback_host_requires_token_or_allow_insecure() {
+async fn non_loopback_host_gets_a_token_unless_allow_insecure() {
     common::run(Backend::Sqlite, |db: TestDb| async move {
-        // 0.0.0.0 without a token: refuses to start, exit code 2, names auth_token.
+        // 0.0.0.0 without a token: served with the generated one, never open. The login URL
+        // names loopback (a browser cannot open 0.0.0.0) and the real port.
+        let server = AdminServer::start(
+            &db,
+            "admin",
+            "any-host",
+            &[("JOBU__ADMIN__HOST", "0.0.0.0")],
+        )
+        .await;
+        let token = server.token.clone().expect("a generated token");
+        server
+            .api
+            .without_token()
+            .get("/api/crons")
+            .await
+            .expect_error(401);
+        assert_eq!(server.api.get("/api/crons").await.expect(200)["total"], 0);
+        assert_eq!(
+            login_urls(&server.log()),
+            [format!("http://127.0.0.1:{}/?token={token}", server.port)]
+        );
+        drop(server);
+
+        // allow_insecure with the shell handler (base_env enables it): refused, exit 2.
         let mut launched = launch(
             &db,
             "admin",
-            "insecure",
-            &[("JOBU__ADMIN__HOST", "0.0.0.0")],
+            "insecure-shell",
+            &[
+                ("JOBU__ADMIN__HOST", "0.0.0.0"),
+                ("JOBU__ADMIN__ALLOW_INSECURE", "true"),
+            ],
         );
-        let status = launched.daemon.wait_exit(WAIT).await;
-        let log = launched.log();
+        let (code, log) = refused_start(&mut launched).await;
         assert_eq!(
-            status.and_then(|s| s.code()),
+            code,
             Some(2),
-            "jobu admin on 0.0.0.0 without a token must exit 2; log:\n{}",
+            "allow_insecure with shell must exit 2; log:\n{}",
             tail(&log, 30)
-        );
-        assert!(
-            log.contains("auth_token"),
-            "stderr must mention auth_token:\n{log}"
         );
         launched.scratch.remove();
 
-        // The same with allow_insecure: it serves.
+        // allow_insecure without the shell handler: open.
         let server = AdminServer::start(
             &db,
             "admin",
@@ -2189,9 +2406,11 @@ async fn non_loopback_host_requires_token_or_allow_insecure() {
             &[
                 ("JOBU__ADMIN__HOST", "0.0.0.0"),
                 ("JOBU__ADMIN__ALLOW_INSECURE", "true"),
+                ("JOBU__HANDLERS__SHELL__ENABLED", "false"),
             ],
         )
         .await;
+        assert_eq!(server.token, None);
         assert_eq!(server.api.get("/api/crons").await.expect(200)["total"], 0);
 
         // With a token instead it serves too, and guards the API.
@@ -2209,6 +2428,246 @@ async fn non_loopback_host_requires_token_or_allow_insecure() {
         assert_eq!(
             server.api_with_token(TOKEN).get("/api/crons").await.status,
             200
+        );
+        assert!(
+            login_urls(&server.log()).is_empty(),
+            "a configured token is not logged"
+        );
+    })
+    .await;
+}
+
+/// Without a token configured, `jobu admin` generates one in `data/admin_token` (0600), logs
+/// a console login URL carrying it, guards the API with it, and a restart reuses it. The
+/// login URL signs a browser in: 303 to the page without the token, and the session cookie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn generated_token_file_login_url_and_restart() {
+    use std::os::unix::fs::PermissionsExt;
+    common::run(Backend::Sqlite, |db: TestDb| async move {
+        let server = AdminServer::start(&db, "admin", "generated", &[]).await;
+        let port = server.port;
+        let file = server.scratch.path(common::admin::TOKEN_FILE);
+        let token = server.token.clone().expect("a generated token");
+        let meta = std::fs::metadata(&file).expect("the token file");
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o600,
+            "mode of {}",
+            file.display()
+        );
+        assert_eq!(
+            std::fs::read_to_string(&file).expect("read"),
+            format!("{token}\n")
+        );
+        assert!(
+            token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()),
+            "32 random bytes as hex: {token}"
+        );
+        let log = server.log();
+        assert_eq!(
+            login_urls(&log),
+            [format!("http://127.0.0.1:{port}/?token={token}")],
+            "one login URL with the file's token, logged once:\n{log}"
+        );
+
+        // The API needs the token; a refused write writes nothing.
+        let anonymous = server.api.without_token();
+        anonymous.get("/api/crons").await.expect_error(401);
+        let shell = json!({"name": "open-door", "cron_expression": YEARLY,
+            "handler_name": "shell", "handler_params": {"command": "id"}});
+        anonymous.post("/api/crons", &shell).await.expect_error(401);
+        assert_eq!(count_crons(&db).await, 0);
+        assert_eq!(server.api.get("/api/crons").await.expect(200)["total"], 0);
+        server.api.get("/openapi.json").await.expect(200);
+
+        // The login URL: 303 to the same page without `token`, other parameters kept.
+        let host = format!("127.0.0.1:{port}");
+        for (path, location) in [
+            (format!("/?token={token}"), "/".to_string()),
+            (
+                format!("/jobs?status=FAILED&token={token}&page=2"),
+                "/jobs?status=FAILED&page=2".to_string(),
+            ),
+        ] {
+            let reply = get_with_host(port, &path, Some(&host), None).await;
+            assert_eq!(reply.status, 303, "{reply}");
+            assert_eq!(
+                reply.header("location"),
+                Some(location.as_str()),
+                "{reply:?}"
+            );
+            let cookie = reply.header("set-cookie").unwrap_or_default();
+            assert_eq!(
+                cookie,
+                format!("jobu_token={token}; Path=/; SameSite=Strict"),
+                "{reply:?}"
+            );
+        }
+        // The cookie opens the pages.
+        let page = raw(
+            port,
+            &format!("GET /crons HTTP/1.1\nHost: {host}\nCookie: jobu_token={token}"),
+            b"",
+        )
+        .await;
+        assert_eq!(page.status, 200, "{page}");
+        assert!(page.text.contains("data-page=\"crons\""), "{page}");
+        // A wrong token: the login page, no cookie.
+        let wrong = get_with_host(port, "/crons?token=wrong", Some(&host), None).await;
+        assert_eq!(wrong.status, 401, "{wrong}");
+        assert!(wrong.text.contains("data-page=\"login\""), "{wrong}");
+        assert_eq!(wrong.header("set-cookie"), None);
+        // The API takes the header only, not a query parameter.
+        get_with_host(
+            port,
+            &format!("/api/crons?token={token}"),
+            Some(&host),
+            None,
+        )
+        .await
+        .expect_error(401);
+
+        // A restart reads the same file: the same token, a login URL with the new port.
+        let server = server.restart(&db).await;
+        assert_eq!(server.token.as_deref(), Some(token.as_str()));
+        let urls = login_urls(&server.log());
+        assert_eq!(
+            urls.last().map(String::as_str),
+            Some(format!("http://127.0.0.1:{}/?token={token}", server.port).as_str()),
+            "{urls:?}"
+        );
+        assert_eq!(urls.len(), 2, "{urls:?}");
+        assert_eq!(server.api.get("/api/crons").await.expect(200)["total"], 0);
+        server
+            .api
+            .without_token()
+            .get("/api/crons")
+            .await
+            .expect_error(401);
+    })
+    .await;
+}
+
+/// A token file written by hand is used (a mode wider than 0600 is warned about); an empty
+/// one, or one with spaces, stops jobu with exit code 2 naming it; `admin.token_file` moves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn token_file_is_checked() {
+    use std::os::unix::fs::PermissionsExt;
+    common::run(Backend::Sqlite, |db: TestDb| async move {
+        let prepared = |label: &str, content: &str, mode: u32| {
+            let name = format!("{label}-{}", db.backend.name());
+            let scratch = common::process::Scratch::new(&name);
+            let file = scratch.path(common::admin::TOKEN_FILE);
+            std::fs::create_dir_all(file.parent().expect("folder")).expect("data folder");
+            std::fs::write(&file, content).expect("token file");
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            (scratch, name)
+        };
+
+        let (scratch, name) = prepared("by-hand", "written-by-hand\n", 0o644);
+        let server = AdminServer::start_in(scratch, &db, "admin", &name, &[]).await;
+        assert_eq!(server.token.as_deref(), Some("written-by-hand"));
+        server.api.get("/api/crons").await.expect(200);
+        let log = server.log();
+        assert!(
+            log.contains("chmod 600"),
+            "no warning about mode 644:\n{log}"
+        );
+        drop(server);
+
+        for (label, content) in [("empty", ""), ("spaces", "two words\n")] {
+            let (scratch, name) = prepared(label, content, 0o600);
+            let mut launched = common::admin::launch_in(scratch, &db, "admin", &name, &[]);
+            let (code, log) = refused_start(&mut launched).await;
+            assert_eq!(code, Some(2), "{label}: log:\n{}", tail(&log, 20));
+            assert!(
+                log.contains(common::admin::TOKEN_FILE),
+                "{label}: the message must name the file:\n{log}"
+            );
+            launched.scratch.remove();
+        }
+
+        let elsewhere = [("JOBU__ADMIN__TOKEN_FILE", "secrets/jobu.token")];
+        let server = AdminServer::start(&db, "admin", "token-file", &elsewhere).await;
+        let token = server.token.clone().expect("token");
+        assert!(server.scratch.path("secrets/jobu.token").is_file());
+        assert!(!server.scratch.path(common::admin::TOKEN_FILE).exists());
+        assert!(
+            login_urls(&server.log())
+                .iter()
+                .any(|u| u.ends_with(&token)),
+            "{}",
+            server.log()
+        );
+    })
+    .await;
+}
+
+/// No token at all (`allow_insecure`) is refused while the shell handler is on in a process
+/// that serves the admin API, with exit code 2 naming both settings; processes without the
+/// admin role are not concerned; with the shell handler off the API is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn allow_insecure_refuses_the_shell_handler() {
+    common::run(Backend::Sqlite, |db: TestDb| async move {
+        let insecure = [("JOBU__ADMIN__ALLOW_INSECURE", "true")];
+        for role in ["admin", "run"] {
+            let mut launched = launch(&db, role, &format!("insecure-{role}"), &insecure);
+            let (code, log) = refused_start(&mut launched).await;
+            assert_eq!(code, Some(2), "jobu {role}: log:\n{}", tail(&log, 20));
+            for key in ["handlers.shell.enabled", "admin.allow_insecure"] {
+                assert!(
+                    log.contains(key),
+                    "jobu {role}: the message must name {key}:\n{log}"
+                );
+            }
+            launched.scratch.remove();
+        }
+        // No admin API in the process: nothing to refuse.
+        let mut worker = launch(&db, "worker", "insecure-worker", &insecure);
+        let no_admin = [
+            ("JOBU__ADMIN__ALLOW_INSECURE", "true"),
+            ("JOBU__ADMIN__ENABLED", "false"),
+        ];
+        let mut run = launch(&db, "run", "insecure-no-admin", &no_admin);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for launched in [&mut worker, &mut run] {
+            assert!(
+                launched.daemon.alive(),
+                "{} exited:\n{}",
+                launched.name,
+                tail(&launched.log(), 20)
+            );
+            launched.daemon.kill9();
+        }
+        worker.scratch.remove();
+        run.scratch.remove();
+
+        // Without the shell handler: the API is open, and no token file is made.
+        let server = AdminServer::start(
+            &db,
+            "admin",
+            "insecure-open",
+            &[
+                ("JOBU__ADMIN__ALLOW_INSECURE", "true"),
+                ("JOBU__HANDLERS__SHELL__ENABLED", "false"),
+            ],
+        )
+        .await;
+        assert_eq!(server.token, None);
+        server.api.get("/api/crons").await.expect(200);
+        server
+            .api
+            .post("/api/crons", &cron_body("open", YEARLY))
+            .await
+            .expect(201);
+        assert!(!server.scratch.path(common::admin::TOKEN_FILE).exists());
+        // The shell handler is not there to be named.
+        let stats = server.api.get("/api/stats").await.expect(200);
+        assert!(
+            !stats["handlers"]
+                .as_array()
+                .is_some_and(|h| h.contains(&json!("shell"))),
+            "{stats}"
         );
     })
     .await;
@@ -2351,6 +2810,265 @@ async fn cors_follows_config() {
             .await
             .expect("get");
         assert!(!reply.headers().contains_key("access-control-allow-origin"));
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 9. DNS rebinding and cross-site requests: the Host and Origin checks (SQLite is enough)
+
+/// `GET path` with this `Host` (none when `None`) and optionally the bearer token.
+async fn get_with_host(
+    port: u16,
+    path: &str,
+    host: Option<&str>,
+    token: Option<&str>,
+) -> common::admin::Reply {
+    let mut head = format!("GET {path} HTTP/1.1");
+    if let Some(host) = host {
+        head.push_str(&format!("\nHost: {host}"));
+    }
+    if let Some(token) = token {
+        head.push_str(&format!("\nAuthorization: Bearer {token}"));
+    }
+    raw(port, &head, b"").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_header_must_name_this_server() {
+    common::run(Backend::Sqlite, |db: TestDb| async move {
+        let server = AdminServer::start(
+            &db,
+            "admin",
+            "hosts",
+            &[
+                ("JOBU__ADMIN__AUTH_TOKEN", TOKEN),
+                ("JOBU__ADMIN__ALLOWED_HOSTS", "jobu.example.com,.corp.example"),
+            ],
+        )
+        .await;
+        let port = server.port;
+        let mut failures = Failures::default();
+        let served = [
+            format!("127.0.0.1:{port}"),
+            "127.0.0.1".to_string(),
+            format!("localhost:{port}"),
+            "LocalHost".to_string(),
+            format!("[::1]:{port}"),
+            "127.9.9.9".to_string(),
+            format!("jobu.example.com:{port}"),
+            "JOBU.Example.COM".to_string(),
+            "corp.example".to_string(),
+            format!("a.b.corp.example:{port}"),
+        ];
+        for host in &served {
+            let reply = get_with_host(port, "/api/crons", Some(host), Some(TOKEN)).await;
+            failures.check(reply.status == 200, format!("Host {host}: {reply}"));
+        }
+        let refused = [
+            format!("evil.example:{port}"),
+            "evil.example".to_string(),
+            "localhost.evil.example".to_string(),
+            "127.0.0.1.nip.io".to_string(),
+            "x.jobu.example.com".to_string(),
+            "evilcorp.example".to_string(),
+            // An IP literal other than loopback is not ours when bound to 127.0.0.1.
+            format!("10.1.2.3:{port}"),
+            format!("[fd00::1]:{port}"),
+            "bad host".to_string(),
+        ];
+        for host in &refused {
+            // With and without the token, on every kind of path.
+            for (path, token) in [
+                ("/api/crons", Some(TOKEN)),
+                ("/api/crons", None),
+                ("/crons", Some(TOKEN)),
+                ("/health", None),
+                ("/metrics", None),
+                ("/console/app.js", None),
+            ] {
+                failures
+                    .run(&format!("Host {host} {path} token {}", token.is_some()), async {
+                        let reply = get_with_host(port, path, Some(host), token).await;
+                        reply.expect_error_field(421, "Host");
+                    })
+                    .await;
+            }
+        }
+        // No Host at all (HTTP/1.0 allows leaving it out).
+        let reply = raw(port, &format!("GET /api/crons HTTP/1.0\nAuthorization: Bearer {TOKEN}"), b"").await;
+        failures
+            .run("no Host", async { reply.expect_error_field(421, "Host"); })
+            .await;
+        // A write with a foreign Host writes nothing, even with the token.
+        let body = serde_json::to_vec(&cron_body("rebound", YEARLY)).expect("body");
+        let reply = raw(
+            port,
+            &format!(
+                "POST /api/crons HTTP/1.1\nHost: evil.example:{port}\nAuthorization: Bearer {TOKEN}\n\
+                 Content-Type: application/json"
+            ),
+            &body,
+        )
+        .await;
+        failures
+            .run("POST with a foreign Host", async { reply.expect_error_field(421, "Host"); })
+            .await;
+        failures.check(count_crons(&db).await == 0, "a refused POST created a cron".into());
+        failures.finish("Host checks");
+        drop(server);
+
+        // Bound to 0.0.0.0: any IP literal is one of its addresses (a pod IP, say); names
+        // still are not.
+        let server = AdminServer::start(
+            &db,
+            "admin",
+            "hosts-any",
+            &[("JOBU__ADMIN__HOST", "0.0.0.0"), ("JOBU__ADMIN__AUTH_TOKEN", TOKEN)],
+        )
+        .await;
+        let port = server.port;
+        for host in [format!("10.1.2.3:{port}"), "[fd00::1]".into(), format!("localhost:{port}")] {
+            let reply = get_with_host(port, "/api/crons", Some(&host), Some(TOKEN)).await;
+            assert_eq!(reply.status, 200, "Host {host} on 0.0.0.0: {reply}");
+        }
+        get_with_host(port, "/api/crons", Some("jobu.internal"), Some(TOKEN))
+            .await
+            .expect_error_field(421, "Host");
+
+        // "*" turns the check off.
+        let server = AdminServer::start(
+            &db,
+            "admin",
+            "hosts-star",
+            &[("JOBU__ADMIN__AUTH_TOKEN", TOKEN), ("JOBU__ADMIN__ALLOWED_HOSTS", "*")],
+        )
+        .await;
+        let reply = get_with_host(server.port, "/api/crons", Some("anything.example"), Some(TOKEN)).await;
+        assert_eq!(reply.status, 200, "{reply}");
+    })
+    .await;
+}
+
+/// `METHOD /api/crons` with this `Origin`, the token, and the `Host` a browser on `host`
+/// would send.
+async fn with_origin(
+    port: u16,
+    method: &str,
+    host: &str,
+    origin: &str,
+    body: &Value,
+) -> common::admin::Reply {
+    let mut head = format!(
+        "{method} /api/crons HTTP/1.1\nHost: {host}\nOrigin: {origin}\nAuthorization: Bearer {TOKEN}"
+    );
+    let bytes = if body.is_null() {
+        Vec::new()
+    } else {
+        head.push_str("\nContent-Type: application/json");
+        serde_json::to_vec(body).expect("body")
+    };
+    raw(port, &head, &bytes).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_origins_are_refused() {
+    common::run(Backend::Sqlite, |db: TestDb| async move {
+        const LISTED: &str = "https://ops.example.com";
+        let server = AdminServer::start(
+            &db,
+            "admin",
+            "origins",
+            &[
+                ("JOBU__ADMIN__AUTH_TOKEN", TOKEN),
+                ("JOBU__ADMIN__CORS__ALLOW_ORIGINS", LISTED),
+            ],
+        )
+        .await;
+        let port = server.port;
+        let own = format!("127.0.0.1:{port}");
+        let shell = |name: &str| {
+            json!({"name": name, "cron_expression": YEARLY, "handler_name": "shell",
+                "handler_params": {"command": "touch /tmp/jobu-csrf-proof"}})
+        };
+        let mut failures = Failures::default();
+        // A page elsewhere posting a shell cron (the token would not help it: it has none, but
+        // even a request with one is refused), and nothing is created.
+        for origin in [
+            "https://evil.example".to_string(),
+            "http://evil.example:8080".into(),
+            "null".into(),
+            format!("http://127.0.0.1:{}", port.wrapping_add(1)),
+            format!("http://localhost:{port}"),
+            "http://ops.example.com".into(),
+            "file://".into(),
+            "not an origin".into(),
+        ] {
+            failures
+                .run(&format!("POST with Origin {origin}"), async {
+                    with_origin(port, "POST", &own, &origin, &shell("csrf"))
+                        .await
+                        .expect_error_field(403, "Origin");
+                    with_origin(port, "GET", &own, &origin, &Value::Null)
+                        .await
+                        .expect_error_field(403, "Origin");
+                })
+                .await;
+        }
+        failures.check(
+            count_crons(&db).await == 0,
+            "a POST from a foreign origin created a cron".into(),
+        );
+        // The server's own origin (the console's fetches), by address or by name, and with
+        // another scheme (a TLS-terminating proxy in front).
+        for (host, origin, name) in [
+            (own.clone(), format!("http://{own}"), "own"),
+            (
+                format!("localhost:{port}"),
+                format!("http://localhost:{port}"),
+                "own-by-name",
+            ),
+            (own.clone(), format!("https://{own}"), "own-https"),
+            (own.clone(), LISTED.to_string(), "listed"),
+        ] {
+            failures
+                .run(&format!("POST from {origin} to {host}"), async {
+                    with_origin(port, "POST", &host, &origin, &shell(name))
+                        .await
+                        .expect(201);
+                })
+                .await;
+        }
+        failures.check(
+            count_crons(&db).await == 4,
+            format!("{} crons, expected 4", count_crons(&db).await),
+        );
+        failures.finish("Origin checks");
+
+        // With "*" in allow_origins any origin may call (with the token), except null.
+        let server = AdminServer::start(
+            &db,
+            "admin",
+            "origins-any",
+            &[
+                ("JOBU__ADMIN__AUTH_TOKEN", TOKEN),
+                ("JOBU__ADMIN__CORS__ALLOW_ORIGINS", "*"),
+            ],
+        )
+        .await;
+        let own = format!("127.0.0.1:{}", server.port);
+        with_origin(
+            server.port,
+            "GET",
+            &own,
+            "https://anywhere.example",
+            &Value::Null,
+        )
+        .await
+        .expect(200);
+        with_origin(server.port, "GET", &own, "null", &Value::Null)
+            .await
+            .expect_error_field(403, "Origin");
     })
     .await;
 }

@@ -1,7 +1,8 @@
-//! The web console in a real browser: starts `jobu run` on a scratch SQLite file with an admin
-//! token, then runs `tests/browser/console.mjs` (Playwright driving Debian's Chromium) against
-//! it. The script signs in, creates, triggers, retries, filters, edits and deletes through the
-//! pages; see its steps.
+//! The web console in a real browser: starts `jobu run` on a scratch SQLite file as a user
+//! would, without a token configured (so it generates one in `data/admin_token` and logs a
+//! console login URL), then runs `tests/browser/console.mjs` (Playwright driving Debian's
+//! Chromium) against it. The script signs in with the token typed and with the login URL,
+//! creates, triggers, retries, filters, edits and deletes through the pages; see its steps.
 //!
 //! It needs node, /usr/bin/chromium and `npm ci --prefix tests/browser` (`.ci/run` installs
 //! them). Without them the test says why and passes, except under `CI=true`, where it fails.
@@ -112,7 +113,6 @@ fn console_works_in_a_real_browser() {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let scratch = std::env::temp_dir().join(format!("jobu_console_{}", &id[..8]));
     std::fs::create_dir_all(scratch.join("config")).expect("scratch dir");
-    let token = format!("console-{id}");
     let port = free_port();
     let log = std::fs::File::create(scratch.join("jobu.log")).expect("log file");
     let child = Command::new(BIN)
@@ -125,7 +125,6 @@ fn console_works_in_a_real_browser() {
             format!("sqlite://{}/jobu.db?mode=rwc", scratch.display()),
         )
         .env("JOBU__ADMIN__PORT", port.to_string())
-        .env("JOBU__ADMIN__AUTH_TOKEN", &token)
         .env("JOBU__HANDLERS__SHELL__ENABLED", "true")
         .env("JOBU__WORKER__POLL_INTERVAL_SECONDS", "0.5")
         .env("JOBU__WORKER__HEARTBEAT_INTERVAL_SECONDS", "1")
@@ -160,6 +159,23 @@ fn console_works_in_a_real_browser() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    // The token it generated, and the login URL it logged.
+    let token = std::fs::read_to_string(scratch.join("data/admin_token"))
+        .unwrap_or_else(|e| panic!("no generated token file: {e}\n{}", tail(&daemon.log(), 40)));
+    let token = token.trim_end().to_string();
+    let expected = format!("http://127.0.0.1:{port}/?token={token}");
+    let login_url = daemon
+        .log()
+        .split_whitespace()
+        .find(|word| word.starts_with("http://") && word.contains("?token="))
+        .map(str::to_string);
+    assert_eq!(
+        login_url.as_deref(),
+        Some(expected.as_str()),
+        "the log must carry the console login URL:\n{}",
+        tail(&daemon.log(), 40)
+    );
+
     let started = Instant::now();
     let out_path = scratch.join("console.out");
     let out = std::fs::File::create(&out_path).expect("script output file");
@@ -168,6 +184,7 @@ fn console_works_in_a_real_browser() {
         .arg(format!("http://127.0.0.1:{port}"))
         .arg(&token)
         .arg(&scratch)
+        .arg(&expected)
         .current_dir(MANIFEST_DIR)
         .stdin(Stdio::null())
         .stdout(out.try_clone().expect("script output file"))

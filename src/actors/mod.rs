@@ -169,7 +169,8 @@ impl Runtime {
             .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
         // A configuration error: refuse before touching the database.
         if self.roles.admin && self.settings.admin.enabled {
-            crate::http::check_exposure(&self.settings.admin).map_err(RuntimeError::Invalid)?;
+            crate::http::check_settings(&self.settings, &self.registry)
+                .map_err(RuntimeError::Invalid)?;
         }
         let db = self.settings.default_database();
         let url = redact_url(&db.url);
@@ -197,11 +198,11 @@ impl Runtime {
             ));
         }
         self.roles.admin &= self.settings.admin.enabled;
-        // Bound before anything starts: a taken port or an unsafe exposure is a start error.
+        // Bound before anything starts: a taken port, an unsafe exposure or a bad token file
+        // is a start error. Leaves the token in force in the admin settings.
         let listener = if self.roles.admin {
-            crate::http::check_exposure(&self.settings.admin).map_err(RuntimeError::Invalid)?;
             Some(Arc::new(
-                crate::http::bind(&self.settings.admin).map_err(RuntimeError::Listen)?,
+                crate::http::prepare(&mut self.settings, &self.registry).await?,
             ))
         } else {
             None

@@ -1,8 +1,12 @@
-//! Who may call what. With `admin.auth_token` set: `/api/...` needs `Authorization: Bearer`;
-//! the console pages, `/docs` and `/openapi.json` accept the bearer header or the console's
-//! session cookie (browsers cannot add a header to a page load); `/health`, `/ready` and the
+//! Who may call what. With a token in force (`admin.auth_token`, or the generated one of
+//! [`super::token`]; none only with `admin.allow_insecure`): `/api/...` needs
+//! `Authorization: Bearer`; the console pages, `/docs` and `/openapi.json` accept the bearer
+//! header or the console's session cookie (browsers cannot add a header to a page load); `/health`, `/ready` and the
 //! console's static assets are open; `/metrics` is open unless `admin.metrics_auth`.
-//! Tokens are compared in constant time and never logged.
+//! The console login URL the log shows (`/?token=...`, any page) sets that cookie and
+//! redirects (303) to the same page without the token, so it leaves the address bar and the
+//! history; a wrong one gets the login page. Tokens are compared in constant time and never
+//! logged.
 
 use poem::http::{header, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
@@ -101,27 +105,114 @@ impl AuthPolicy {
     }
 }
 
-/// Middleware: refuses requests the policy does not allow with 401.
-pub async fn require_token<E: Endpoint>(
-    policy: AuthPolicy,
-    next: E,
-    req: Request,
-) -> poem::Result<Response> {
-    if policy.allows(&req) {
-        return next.call(req).await.map(IntoResponse::into_response);
+/// The `token` query parameter, decoded.
+fn query_token(req: &Request) -> Option<String> {
+    let query = req.uri().query()?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == "token")
+        .map(|(_, value)| value.into_owned())
+}
+
+/// The request's path and query without its `token` parameters. Only a local path: one that
+/// a browser would read as another host's (`//host`, `/\host`) becomes `/`.
+fn without_token(req: &Request) -> String {
+    let path = req.uri().path();
+    let path = if path.starts_with("//") || path.starts_with("/\\") || !path.starts_with('/') {
+        "/"
+    } else {
+        path
+    };
+    let kept: Vec<&str> = req
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| {
+            !pair.is_empty()
+                && url::form_urlencoded::parse(pair.as_bytes())
+                    .next()
+                    .is_none_or(|(key, _)| key != "token")
+        })
+        .collect();
+    if kept.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", kept.join("&"))
     }
+}
+
+/// `encodeURIComponent`, as the console writes the cookie.
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The session cookie for `token`, as the console's login form sets it (readable by its
+/// script, which sends the token as a bearer header to `/api`).
+pub fn session_cookie(token: &str) -> String {
+    format!(
+        "{TOKEN_COOKIE}={}; Path=/; SameSite=Strict",
+        percent_encode(token)
+    )
+}
+
+/// The answer to a page request with `?token=`: signed in and sent on, or the login page.
+fn token_login(token: &str, given: &str, req: &Request) -> Response {
+    if !same(given, token) {
+        return login_required(req);
+    }
+    let mut resp = Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(header::LOCATION, without_token(req))
+        .header(header::SET_COOKIE, session_cookie(token))
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(header::REFERRER_POLICY, "no-referrer")
+        .finish();
+    resp.headers_mut().remove(header::CONTENT_TYPE);
+    resp
+}
+
+fn login_required(req: &Request) -> Response {
     let mut resp = match area(req.uri().path()) {
         Area::Page if req.method() == poem::http::Method::GET => console::login_page(),
         _ => error_response(
             StatusCode::UNAUTHORIZED,
-            "authentication required: send Authorization: Bearer <admin.auth_token>",
+            "authentication required: send Authorization: Bearer <token> (admin.auth_token, or \
+             the token in admin.token_file)",
         ),
     };
     resp.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         header::HeaderValue::from_static("Bearer realm=\"jobu\""),
     );
-    Ok(resp)
+    resp
+}
+
+/// Middleware: refuses requests the policy does not allow with 401, and signs a browser in
+/// with the login URL's `?token=`.
+pub async fn require_token<E: Endpoint>(
+    policy: AuthPolicy,
+    next: E,
+    req: Request,
+) -> poem::Result<Response> {
+    if let Some(token) = policy.token.as_deref() {
+        let page = area(req.uri().path()) == Area::Page && req.method() == poem::http::Method::GET;
+        if let Some(given) = query_token(&req).filter(|_| page) {
+            return Ok(token_login(token, &given, &req));
+        }
+    }
+    if policy.allows(&req) {
+        return next.call(req).await.map(IntoResponse::into_response);
+    }
+    Ok(login_required(&req))
 }
 
 #[cfg(test)]
@@ -137,6 +228,61 @@ mod tests {
         assert_eq!(area("/docs"), Area::Page);
         assert_eq!(area("/console/app.js"), Area::Open);
         assert_eq!(area("/metrics"), Area::Metrics);
+    }
+
+    fn request(uri: &str) -> Request {
+        Request::builder().uri_str(uri).finish()
+    }
+
+    #[test]
+    fn login_url_parts() {
+        assert_eq!(
+            query_token(&request("/?token=a%2Bb")).as_deref(),
+            Some("a+b")
+        );
+        assert_eq!(
+            query_token(&request("/crons?x=1&token=t")).as_deref(),
+            Some("t")
+        );
+        assert_eq!(query_token(&request("/crons?tokens=t")), None);
+        assert_eq!(without_token(&request("/?token=t")), "/");
+        assert_eq!(
+            without_token(&request("/jobs?status=FAILED&token=t&page=2")),
+            "/jobs?status=FAILED&page=2"
+        );
+        assert_eq!(without_token(&request("//evil.example/?token=t")), "/");
+        assert_eq!(
+            session_cookie("a b;c"),
+            "jobu_token=a%20b%3Bc; Path=/; SameSite=Strict"
+        );
+        assert_eq!(percent_decode(&percent_encode("ü;=x")), "ü;=x");
+    }
+
+    #[tokio::test]
+    async fn token_in_a_page_url_signs_in() {
+        let policy = AuthPolicy {
+            token: Some("s3cret".into()),
+            metrics_auth: false,
+        };
+        let app = poem::endpoint::make_sync(|_| "page");
+        let call = |uri: &str| {
+            let policy = policy.clone();
+            let req = request(uri);
+            async { require_token(policy, &app, req).await.expect("response") }
+        };
+        let ok = call("/crons?token=s3cret&x=1").await;
+        assert_eq!(ok.status(), StatusCode::SEE_OTHER);
+        assert_eq!(ok.headers()[header::LOCATION], "/crons?x=1");
+        assert_eq!(
+            ok.headers()[header::SET_COOKIE],
+            "jobu_token=s3cret; Path=/; SameSite=Strict"
+        );
+        let wrong = call("/crons?token=nope").await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+        assert!(wrong.headers().get(header::SET_COOKIE).is_none());
+        // Not for the API, which takes the bearer header only.
+        let api = call("/api/crons?token=s3cret").await;
+        assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
     }
 
     #[test]

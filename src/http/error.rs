@@ -32,6 +32,9 @@ pub enum ApiError {
     /// Authentication is on and the bearer token is missing or wrong.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
+    /// The request came from a web page of another origin (`field`: `Origin`).
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
     /// No such cron or execution.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
@@ -44,6 +47,9 @@ pub enum ApiError {
     /// The body is not `application/json`.
     #[oai(status = 415)]
     UnsupportedMediaType(Json<ErrorBody>),
+    /// The `Host` header does not name this server (`field`: `Host`).
+    #[oai(status = 421)]
+    Misdirected(Json<ErrorBody>),
     /// Well-formed but invalid: cron expression, time zone, handler, params.
     #[oai(status = 422)]
     Unprocessable(Json<ErrorBody>),
@@ -135,6 +141,7 @@ fn code(status: StatusCode) -> &'static str {
         StatusCode::CONFLICT => "conflict",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::MISDIRECTED_REQUEST => "misdirected_request",
         StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
         StatusCode::SERVICE_UNAVAILABLE => "unavailable",
         s if s.is_client_error() => "client_error",
@@ -157,6 +164,18 @@ pub fn error_response(status: StatusCode, message: impl Into<String>) -> Respons
         .into_response()
 }
 
+/// A response with the error body, its code and field given.
+pub fn error_response_for(
+    status: StatusCode,
+    error: &str,
+    message: impl Into<String>,
+    field: &str,
+) -> Response {
+    body(status, error, message, Some(field))
+        .with_status(status)
+        .into_response()
+}
+
 fn named_field(message: &str) -> Option<String> {
     ["field `", "parameter `"].iter().find_map(|marker| {
         let start = message.find(marker)? + marker.len();
@@ -174,7 +193,7 @@ fn readable(message: &str) -> String {
             "invalid path parameter `id`",
             1,
         );
-    for internal in ["CronCreate", "CronUpdate", "ExecutionCreate"] {
+    for internal in ["CronCreate", "CronUpdate", "CronToggle", "ExecutionCreate"] {
         m = m.replacen(&format!("failed to parse \"{internal}\": "), "", 1);
     }
     m

@@ -3,14 +3,19 @@
 //! ([`console`]), `/health`, `/ready` and Prometheus `/metrics`. [`spec`] completes the
 //! generated OpenAPI document.
 //!
-//! Middleware, outermost first: request log and metrics, CORS (when origins are configured),
-//! JSON error bodies ([`error`]), the token check ([`auth`]), the 1 MiB body limit.
+//! Middleware, outermost first: request log and metrics (which only observe), the Host and
+//! Origin checks ([`guard`]: DNS rebinding and cross-site requests), CORS (when origins are
+//! configured), JSON error bodies ([`error`]), the token check ([`auth`]), the 1 MiB body
+//! limit.
 
 pub mod api;
 pub mod auth;
 pub mod console;
 pub mod error;
+pub mod guard;
+pub mod scrape;
 pub mod spec;
+pub mod token;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -26,7 +31,9 @@ use poem::{
     Body, Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route, Server,
 };
 
-use crate::config::AdminSettings;
+use crate::actors::RuntimeError;
+use crate::config::{AdminSettings, Settings};
+use crate::handlers::Registry;
 use api::AdminState;
 use auth::AuthPolicy;
 use error::error_response;
@@ -35,18 +42,18 @@ use error::error_response;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// How long open connections get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// `/metrics` gives the database this long to count executions by status.
-const METRICS_DB_TIMEOUT: Duration = Duration::from_secs(2);
 /// A process is listed as live while its heartbeat is at most this many intervals old.
 pub const PRESENCE_STALE_INTERVALS: f64 = 3.0;
 
 /// Refuses to expose the API beyond loopback without a token, unless the operator insists.
-pub fn check_exposure(settings: &AdminSettings) -> Result<(), String> {
-    if settings.is_loopback() || settings.token().is_some() || settings.allow_insecure {
+/// `token` is the one in force ([`token::resolve`]): with the generated one there always is
+/// one unless `admin.allow_insecure`.
+pub fn check_exposure(settings: &AdminSettings, token: Option<&str>) -> Result<(), String> {
+    if settings.is_loopback() || token.is_some() || settings.allow_insecure {
         return Ok(());
     }
     Err(format!(
-        "admin.host is {}, which is not a loopback address, and admin.auth_token is not set: \
+        "admin.host is {}, which is not a loopback address, and there is no admin token: \
          anyone who reaches the port could create crons and run handlers. Set \
          JOBU__ADMIN__AUTH_TOKEN (or admin.auth_token), bind 127.0.0.1, or set \
          admin.allow_insecure: true to serve it without authentication",
@@ -54,9 +61,40 @@ pub fn check_exposure(settings: &AdminSettings) -> Result<(), String> {
     ))
 }
 
-/// Binds the admin address (after [`check_exposure`]).
+/// Whether this process accepts `shell` crons: the setting, or a handler registered under
+/// that name.
+pub fn serves_shell(settings: &Settings, registry: &Registry) -> bool {
+    settings.handlers.shell.enabled || registry.contains("shell")
+}
+
+/// The admin settings' rules that need no file or socket, checked before a runtime touches
+/// the database: see [`token::check`].
+pub fn check_settings(settings: &Settings, registry: &Registry) -> Result<(), String> {
+    token::check(&settings.admin, serves_shell(settings, registry))
+}
+
+/// Prepares a runtime's admin listener: resolves the token in force (generating the token
+/// file on first start), binds the address, logs how to sign in (the console login URL with
+/// the token, once per start) and leaves the token in `settings.admin.auth_token` for the
+/// application. A refused configuration is [`RuntimeError::Invalid`].
+pub async fn prepare(
+    settings: &mut Settings,
+    registry: &Registry,
+) -> Result<TcpListener, RuntimeError> {
+    let shell = serves_shell(settings, registry);
+    let resolved = token::resolve(&settings.admin, shell).await?;
+    check_exposure(&settings.admin, resolved.token.as_deref()).map_err(RuntimeError::Invalid)?;
+    let listener = bind(&settings.admin).map_err(RuntimeError::Listen)?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| RuntimeError::Listen(format!("cannot read the admin address: {e}")))?;
+    token::announce(&resolved, addr);
+    settings.admin.auth_token = resolved.token;
+    Ok(listener)
+}
+
+/// Binds the admin address.
 pub fn bind(settings: &AdminSettings) -> Result<TcpListener, String> {
-    check_exposure(settings)?;
     let host = if settings.host == "localhost" {
         "127.0.0.1"
     } else {
@@ -103,6 +141,7 @@ pub fn app(
 
     let api = Arc::new(service.into_endpoint());
     let metrics_state = state.clone();
+    let counts = Arc::new(scrape::ExecutionCounts::default());
     let route = Route::new()
         .at(
             "/openapi.json",
@@ -117,7 +156,8 @@ pub fn app(
             "/metrics",
             poem::endpoint::make(move |_| {
                 let state = metrics_state.clone();
-                async move { metrics_text(&state).await }
+                let counts = counts.clone();
+                async move { metrics_text(&state, &counts).await }
             }),
         )
         // Not nested at "/": that would take the root from the console.
@@ -138,10 +178,40 @@ pub fn app(
         .around(move |ep, req| add_allow(allowed.clone(), ep, req))
         .boxed();
     let app = match cors(settings) {
-        Some(cors) => app.with(cors).boxed(),
+        Some(cors) => {
+            let app = Arc::new(app);
+            CrossOriginOnly {
+                // Its own refusals (a method or header not allowed) get the error body too.
+                cors: app.clone().with(cors).around(error::json_errors).boxed(),
+                plain: app.boxed(),
+            }
+            .boxed()
+        }
         None => app,
     };
-    app.around(observe).boxed()
+    let guard = guard::Guard::new(settings);
+    app.around(move |ep, req| guard::guard(guard.clone(), ep, req))
+        .around(observe)
+        .boxed()
+}
+
+/// CORS for cross-origin requests only: poem's `Cors` would refuse the server's own origin
+/// (the console's fetches carry it) unless it were listed too.
+struct CrossOriginOnly {
+    cors: poem::endpoint::BoxEndpoint<'static>,
+    plain: poem::endpoint::BoxEndpoint<'static>,
+}
+
+impl Endpoint for CrossOriginOnly {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        if req.extensions().get::<guard::SameOrigin>().is_some() {
+            self.plain.call(req).await
+        } else {
+            self.cors.call(req).await
+        }
+    }
 }
 
 /// Each spec path as segments (`None` for a parameter) with its methods.
@@ -196,12 +266,8 @@ async fn add_allow<E: Endpoint>(
     Ok(resp)
 }
 
-async fn metrics_text(state: &AdminState) -> Response {
-    match tokio::time::timeout(METRICS_DB_TIMEOUT, state.store.status_counts()).await {
-        Ok(Ok(counts)) => crate::metrics::executions_by_status(&counts),
-        Ok(Err(e)) => tracing::warn!(error = %e, "metrics: cannot count executions"),
-        Err(_) => tracing::warn!("metrics: counting executions timed out"),
-    }
+async fn metrics_text(state: &AdminState, counts: &scrape::ExecutionCounts) -> Response {
+    counts.record(|| state.store.status_counts()).await;
     Response::builder()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(crate::metrics::render())

@@ -5,8 +5,9 @@
 //! - `handler_name` lists the handlers this binary has and `timezone` the IANA zones (and
 //!   `""` for UTC), and params are objects, so a client knows the accepted values up front;
 //! - request bodies carry a valid example (Swagger UI's "Try it out" starts from it);
-//! - with a token configured, the `/api` operations name the bearer scheme, so clients and
-//!   Swagger UI send it (without one, the spec claims no authentication).
+//! - with a token in force (configured or generated), the `/api` operations name the bearer
+//!   scheme, so clients and Swagger UI send it (without one, the spec claims no
+//!   authentication).
 
 use serde_json::{json, Value};
 
@@ -16,7 +17,7 @@ const SINGLE_LINE: &str = r"^[^\x00-\x1f\x7f-\x9f]*$";
 const MULTI_LINE: &str = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$";
 
 /// Request bodies parsed with `deny_unknown_fields`.
-const CLOSED_SCHEMAS: [&str; 3] = ["CronCreate", "CronUpdate", "ExecutionCreate"];
+const CLOSED_SCHEMAS: [&str; 4] = ["CronCreate", "CronUpdate", "CronToggle", "ExecutionCreate"];
 
 /// The spec as served.
 pub fn finish(spec: &str, token: bool, handlers: &[String]) -> String {
@@ -67,7 +68,7 @@ pub fn finish(spec: &str, token: bool, handlers: &[String]) -> String {
         doc["components"]["securitySchemes"]["bearerAuth"] = json!({
             "type": "http",
             "scheme": "bearer",
-            "description": "The value of admin.auth_token",
+            "description": "admin.auth_token, or the token in admin.token_file (generated on first start)",
         });
         if let Some(paths) = doc["paths"].as_object_mut() {
             for (path, ops) in paths.iter_mut() {
@@ -106,6 +107,7 @@ fn example(schema: &str, handler: Option<&String>) -> Option<Value> {
             "timeout_seconds": 300,
         }),
         "CronUpdate" => json!({ "cron_expression": "0 3 * * *", "is_enabled": true }),
+        "CronToggle" => json!({ "is_enabled": false }),
         "ExecutionCreate" => json!({ "handler_name": handler, "max_retry": 0 }),
         _ => return None,
     })

@@ -1,9 +1,10 @@
 // End-to-end test of the jobu web console in Debian's Chromium, driven by playwright-core
 // (no downloaded browser). tests/console_browser.rs starts a daemon and runs this script:
 //
-//   node tests/browser/console.mjs BASE_URL TOKEN SCRATCH_DIR
+//   node tests/browser/console.mjs BASE_URL TOKEN SCRATCH_DIR [LOGIN_URL]
 //
-// (or JOBU_CONSOLE_URL, JOBU_CONSOLE_TOKEN, JOBU_CONSOLE_SCRATCH). The daemon must have the
+// (or JOBU_CONSOLE_URL, JOBU_CONSOLE_TOKEN, JOBU_CONSOLE_SCRATCH, JOBU_CONSOLE_LOGIN_URL; the
+// login URL is the one jobu logs, BASE_URL/?token=TOKEN by default). The daemon must have the
 // shell handler enabled and SCRATCH_DIR must be writable by it. It exits 0 when every step
 // passed; otherwise 1, naming the failed step, with a screenshot in SCRATCH_DIR.
 // JOBU_CONSOLE_SCREENSHOTS=1 also saves a screenshot of each page there on success;
@@ -16,10 +17,11 @@ import { existsSync, mkdirSync } from 'node:fs';
 const WAIT_MS = 30_000; // bound of every wait
 const CHROMIUM = process.env.JOBU_CHROMIUM || '/usr/bin/chromium';
 
-const [argBase, argToken, argScratch] = process.argv.slice(2);
+const [argBase, argToken, argScratch, argLogin] = process.argv.slice(2);
 const base = (argBase || process.env.JOBU_CONSOLE_URL || '').replace(/\/+$/, '');
 const token = argToken || process.env.JOBU_CONSOLE_TOKEN || '';
 const scratch = argScratch || process.env.JOBU_CONSOLE_SCRATCH || '';
+const loginUrl = argLogin || process.env.JOBU_CONSOLE_LOGIN_URL || `${base}/?token=${encodeURIComponent(token)}`;
 const screenshots = Boolean(process.env.JOBU_CONSOLE_SCREENSHOTS);
 
 if (!base || !token || !scratch) {
@@ -330,11 +332,46 @@ try {
     await shot('crons');
   });
 
+  await step('enable and disable send the state wanted: a repeated request changes nothing', async () => {
+    const sent = page.waitForRequest((r) => r.url().endsWith(`/api/crons/${helloId}/toggle`));
+    await row(hello).getByTestId('cron-toggle').click();
+    const body = (await sent).postData();
+    check(body === JSON.stringify({ is_enabled: true }), `the Enable button sent ${JSON.stringify(body)}, not the state it wants`);
+    await waitFor('the cron to be enabled', text(row(hello).getByTestId('cron-enabled')), (t) => t === 'enabled');
+    // What the button sent, sent again by a script (a retry): it stays enabled.
+    const response = await page.evaluate(async ([id, bearer]) => {
+      const r = await fetch(`/api/crons/${id}/toggle`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${bearer}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ is_enabled: true }),
+      });
+      return { status: r.status, body: await r.json() };
+    }, [helloId, token]);
+    check(response.status === 200 && response.body.is_enabled === true, `a repeated enable answered ${JSON.stringify(response)}`);
+  });
+
   await step('log out brings the sign-in form back', async () => {
     await page.getByTestId('nav-logout').click();
     await page.getByTestId('login-form').waitFor();
     const stored = await page.evaluate(() => sessionStorage.getItem('jobu_token'));
     check(stored === null, 'the token is still stored after logging out');
+  });
+
+  await step('the login URL from jobu\'s log signs a new browser in', async () => {
+    const fresh = await browser.newContext({ viewport: { width: 1360, height: 900 } });
+    try {
+      const tab = await fresh.newPage();
+      tab.on('pageerror', (error) => problems.push(`uncaught ${error.message}`));
+      const response = await tab.goto(loginUrl);
+      check(response && response.ok(), `the login URL answered ${response && response.status()}`);
+      await tab.getByTestId('cron-new').waitFor();
+      check(tab.url() === `${base}/crons`, `the login URL led to ${tab.url()}, expected ${base}/crons without the token`);
+      await waitFor('the cron list to load', async () => tab.locator('[data-testid="cron-row"]').count(), (n) => n >= 1);
+      const stored = await tab.evaluate(() => sessionStorage.getItem('jobu_token'));
+      check(stored === token, 'the login URL did not give the console its token');
+    } finally {
+      await fresh.close();
+    }
   });
 
   log(`console test passed: ${helloRun} and ${flakyRun} ran as expected`);

@@ -1,6 +1,13 @@
 //! The admin HTTP API as a client sees it: a real `jobu admin` (or `jobu run`) process of the
 //! built binary on a free loopback port, and a small HTTP client that keeps every reply's
 //! status and raw body so tests can assert on both.
+//!
+//! A server started without `JOBU__ADMIN__AUTH_TOKEN` (and without `allow_insecure`) guards
+//! its API with the token it generates in its scratch folder (`data/admin_token`, the working
+//! directory being the scratch folder), as `jobu` does for a user: [`AdminServer::start`] reads
+//! that file and gives [`AdminServer::api`] the token, so tests about other things talk to a
+//! guarded server as a client with the token would. A test that configures a token itself gets
+//! an anonymous `api`, as before, and uses `api_with_token`.
 
 use std::time::Duration;
 
@@ -14,6 +21,8 @@ use super::TestDb;
 pub const START_LIMIT: Duration = Duration::from_secs(20);
 /// Per-request limit, so a hung server fails a test instead of stalling it.
 const REQUEST_LIMIT: Duration = Duration::from_secs(15);
+/// Where jobu keeps the token it generates, relative to its working directory.
+pub const TOKEN_FILE: &str = "data/admin_token";
 
 /// A port nobody listens on right now: bound on 127.0.0.1:0, read, released.
 pub fn free_port() -> u16 {
@@ -24,11 +33,17 @@ pub fn free_port() -> u16 {
 /// One `jobu` process serving the admin API, with its scratch folder (config, log). Killed
 /// when dropped; its log tail is printed when the test is failing.
 pub struct AdminServer {
+    /// A client; with the server's generated token when it generated one (see the module).
     pub api: Api,
     pub port: u16,
     pub name: String,
     pub daemon: Daemon,
     pub scratch: Scratch,
+    /// The token the server generated (or read from its token file), when it uses one.
+    pub token: Option<String>,
+    role: String,
+    extra: Vec<(String, String)>,
+    keep_scratch: bool,
 }
 
 /// A process started with the admin settings, not yet known to serve.
@@ -50,19 +65,55 @@ impl Launched {
 /// Starts `jobu <role>` with the test settings of [`super::process::base_env`], `extra`, and
 /// `JOBU__ADMIN__PORT` set to a free port; does not wait for it.
 pub fn launch(db: &TestDb, role: &str, label: &str, extra: &[(&str, &str)]) -> Launched {
-    let port = free_port();
     let name = format!("{label}-{}", db.backend.name());
-    let scratch = Scratch::new(&name);
+    launch_in(Scratch::new(&name), db, role, &name, extra)
+}
+
+/// Like [`launch`] in an existing scratch folder (its files, such as a token file, kept), the
+/// log appended to `<name>.log`.
+pub fn launch_in(
+    scratch: Scratch,
+    db: &TestDb,
+    role: &str,
+    name: &str,
+    extra: &[(&str, &str)],
+) -> Launched {
+    let port = free_port();
     let port_text = port.to_string();
     let mut env: Vec<(&str, &str)> = vec![("JOBU__ADMIN__PORT", port_text.as_str())];
     env.extend_from_slice(extra);
-    let daemon = Daemon::start(&scratch, db, role, &name, &env);
+    let daemon = Daemon::start(&scratch, db, role, name, &env);
     Launched {
         port,
-        name,
+        name: name.to_string(),
         daemon,
         scratch,
     }
+}
+
+/// The last value `extra` gives `key`.
+fn setting<'a>(extra: &[(&'a str, &'a str)], key: &str) -> Option<&'a str> {
+    extra.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| *v)
+}
+
+/// The token a server started with `extra` in `scratch` generated for itself: `None` when
+/// the test configured a token or `allow_insecure`.
+pub fn generated_token(scratch: &Scratch, extra: &[(&str, &str)]) -> Option<String> {
+    let configured = setting(extra, "JOBU__ADMIN__AUTH_TOKEN").is_some_and(|t| !t.is_empty());
+    let insecure = setting(extra, "JOBU__ADMIN__ALLOW_INSECURE") == Some("true");
+    if configured || insecure {
+        return None;
+    }
+    let file = scratch
+        .dir
+        .join(setting(extra, "JOBU__ADMIN__TOKEN_FILE").unwrap_or(TOKEN_FILE));
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+        panic!(
+            "the server serves, but its token file {} cannot be read: {e}",
+            file.display()
+        )
+    });
+    Some(text.trim_end().to_string())
 }
 
 impl AdminServer {
@@ -74,10 +125,24 @@ impl AdminServer {
         label: &str,
         extra: &[(&str, &str)],
     ) -> AdminServer {
+        let name = format!("{label}-{}", db.backend.name());
+        Self::start_in(Scratch::new(&name), db, role, &name, extra).await
+    }
+
+    /// Like [`AdminServer::start`] in an existing scratch folder.
+    pub async fn start_in(
+        scratch: Scratch,
+        db: &TestDb,
+        role: &str,
+        name: &str,
+        extra: &[(&str, &str)],
+    ) -> AdminServer {
+        let dir = scratch.dir;
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let mut launched = launch(db, role, label, extra);
+            let mut launched = launch_in(Scratch { dir: dir.clone() }, db, role, name, extra);
+            let logged_before = launched.log().len();
             match wait_healthy(&mut launched).await {
                 Ok(()) => {
                     let Launched {
@@ -86,29 +151,61 @@ impl AdminServer {
                         daemon,
                         scratch,
                     } = launched;
+                    let token = generated_token(&scratch, extra);
+                    let api = match &token {
+                        Some(token) => Api::new(port).with_token(token),
+                        None => Api::new(port),
+                    };
                     return AdminServer {
-                        api: Api::new(port),
+                        api,
                         port,
                         name,
                         daemon,
                         scratch,
+                        token,
+                        role: role.to_string(),
+                        extra: extra
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                        keep_scratch: false,
                     };
                 }
-                Err(log) if attempts < 3 && log.to_lowercase().contains("in use") => {
-                    launched.scratch.remove();
+                Err(log)
+                    if attempts < 3
+                        && log
+                            .get(logged_before..)
+                            .is_some_and(|new| new.to_lowercase().contains("in use")) =>
+                {
                     continue;
                 }
                 Err(log) => {
-                    let dir = launched.scratch.dir.display().to_string();
                     panic!(
-                        "jobu {role} ({}) did not serve GET /health within {START_LIMIT:?} \
-                         (scratch {dir}); its log:\n{}",
-                        launched.name,
+                        "jobu {role} ({name}) did not serve GET /health within {START_LIMIT:?} \
+                         (scratch {}); its log:\n{}",
+                        dir.display(),
                         tail(&log, 60)
                     );
                 }
             }
         }
+    }
+
+    /// Kills the process and starts it again with the same role and settings in the same
+    /// scratch folder (its token file kept), on a new port.
+    pub async fn restart(mut self, db: &TestDb) -> AdminServer {
+        self.daemon.kill9();
+        self.keep_scratch = true;
+        let scratch = Scratch {
+            dir: self.scratch.dir.clone(),
+        };
+        let (role, name, extra) = (self.role.clone(), self.name.clone(), self.extra.clone());
+        drop(self);
+        let extra: Vec<(&str, &str)> = extra
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        AdminServer::start_in(scratch, db, &role, &name, &extra).await
     }
 
     /// The same server's client with a bearer token.
@@ -133,7 +230,7 @@ impl Drop for AdminServer {
                 self.scratch.dir.display(),
                 tail(&self.log(), 60)
             );
-        } else {
+        } else if !self.keep_scratch {
             let _ = std::fs::remove_dir_all(&self.scratch.dir);
         }
     }
@@ -175,13 +272,15 @@ pub struct Api {
     token: Option<String>,
 }
 
-/// One HTTP reply: status, content type and the raw body.
+/// One HTTP reply: status, content type, headers and the raw body.
 #[derive(Debug, Clone)]
 pub struct Reply {
     /// `METHOD path`, for failure messages.
     pub request: String,
     pub status: u16,
     pub content_type: Option<String>,
+    /// Every header, names in lowercase, in order.
+    pub headers: Vec<(String, String)>,
     pub text: String,
 }
 
@@ -298,13 +397,117 @@ impl Api {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
         let text = response.text().await?;
         Ok(Reply {
             request,
             status,
             content_type,
+            headers,
             text,
         })
+    }
+}
+
+/// One request written as given over a new connection to `127.0.0.1:port`, so a test controls
+/// every header (a `Host` that is not the address connected to, or none at all): `head` is
+/// the request line and headers without the blank line; `Connection: close` and, with a
+/// body, `Content-Length` are added. Redirects are not followed.
+pub async fn raw(port: u16, head: &str, body: &[u8]) -> Reply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = head.lines().next().unwrap_or_default().to_string();
+    let mut message = head
+        .trim_end()
+        .replace('\n', "\r\n")
+        .replace("\r\r\n", "\r\n");
+    message.push_str("\r\nConnection: close\r\n");
+    if !body.is_empty() {
+        message.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    message.push_str("\r\n");
+    let mut bytes = message.into_bytes();
+    bytes.extend_from_slice(body);
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.write_all(&bytes).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = tokio::time::timeout(REQUEST_LIMIT, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("{request}: no reply within {REQUEST_LIMIT:?}"))
+        .unwrap_or_else(|e| panic!("{request}: {e}"));
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("{request}: no header end in {answer:?}"));
+    let head_text = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let mut lines = head_text.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{request}: no status line in {head_text}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut payload = answer[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"))
+    {
+        payload = dechunk(&payload);
+    }
+    let content_type = headers
+        .iter()
+        .find(|(k, _)| k == "content-type")
+        .map(|(_, v)| v.clone());
+    Reply {
+        request,
+        status,
+        content_type,
+        headers,
+        text: String::from_utf8_lossy(&payload).into_owned(),
+    }
+}
+
+/// A chunked body, decoded.
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = data.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&data[..end]);
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let Ok(size) = usize::from_str_radix(size_text, 16) else {
+            break;
+        };
+        let start = end + 2;
+        if size == 0 || start + size > data.len() {
+            break;
+        }
+        out.extend_from_slice(&data[start..start + size]);
+        data = &data[(start + size + 2).min(data.len())..];
+    }
+    out
+}
+
+impl Reply {
+    /// The first value of a header (name in any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 

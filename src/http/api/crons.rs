@@ -9,9 +9,10 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::models::{
-    Cron, CronCreate, CronUpdate, Execution, FireTime, NextFireTimes, Page, DEFAULT_PAGE_SIZE,
+    Cron, CronCreate, CronToggle, CronUpdate, Execution, FireTime, NextFireTimes, Page,
+    DEFAULT_PAGE_SIZE,
 };
-use super::strict::Strict;
+use super::strict::{OptionalJson, Strict};
 use super::{validate, AdminState, ApiTag};
 use crate::entities::cron_job::MisfirePolicy;
 use crate::http::error::ApiError;
@@ -208,17 +209,30 @@ impl CronsApi {
         Ok(Deleted::NoContent)
     }
 
-    /// Enable a disabled cron or disable an enabled one. A cron enabled again fires from
-    /// its next fire time on; it does not catch up on the time it was off.
+    /// Enable or disable a cron. With the body `{"is_enabled": true|false}` the cron is set to
+    /// that state, so a retried call is harmless: asking for the state it has changes nothing
+    /// and answers the cron as it is. Without a body the state flips. A cron enabled again
+    /// fires from its next fire time on; it does not catch up on the time it was off.
     #[oai(
         path = "/crons/:id/toggle",
         method = "post",
         operation_id = "toggle_cron"
     )]
-    async fn toggle(&self, id: Path<i64>) -> Result<Json<Cron>, ApiError> {
+    async fn toggle(
+        &self,
+        id: Path<i64>,
+        body: OptionalJson<CronToggle>,
+    ) -> Result<Json<Cron>, ApiError> {
         let current = self.find(id.0).await?;
+        let wanted = match body.0 {
+            Some(b) => b.is_enabled,
+            None => !current.is_enabled,
+        };
+        if wanted == current.is_enabled {
+            return Ok(Json(current.into()));
+        }
         let changes = CronChanges {
-            is_enabled: Some(!current.is_enabled),
+            is_enabled: Some(wanted),
             ..CronChanges::default()
         };
         let updated = self

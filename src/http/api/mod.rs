@@ -51,7 +51,8 @@ pub fn service(state: Arc<AdminState>) -> OpenApiService<Apis, ()> {
     );
     OpenApiService::new(apis, "jobu admin API", env!("CARGO_PKG_VERSION")).description(
         "Manage cron schedules and their executions. Every 4xx answer has the body \
-         `{status, error, message, field?}`. When the server has an auth token, send \
-         `Authorization: Bearer <token>`.",
+         `{status, error, message, field?}`. Send `Authorization: Bearer <token>`: \
+         admin.auth_token, or the token the server generated in admin.token_file \
+         (data/admin_token by default).",
     )
 }

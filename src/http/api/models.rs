@@ -268,6 +268,16 @@ pub struct CronUpdate {
     pub misfire_policy: Option<MisfirePolicyDto>,
 }
 
+/// The state `POST /api/crons/{id}/toggle` sets. Without this body the call flips the state.
+#[derive(Debug, Clone, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct CronToggle {
+    /// `true` enables the cron, `false` disables it; asking for the current state changes
+    /// nothing.
+    pub is_enabled: bool,
+}
+
 /// One page of a list, and where it stands in the whole.
 #[derive(Debug, Clone, Object)]
 pub struct Page<T: poem_openapi::types::ParseFromJSON + poem_openapi::types::ToJSON> {

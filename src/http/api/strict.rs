@@ -2,11 +2,16 @@
 //! name the field. poem-openapi reports a wrong type or a missing field without saying which
 //! field ("Expected input type \"integer_int32\", found \"x\""); a serde pass first turns
 //! that into "field `max_retry`: invalid type: string \"x\", expected i32".
+//! `OptionalJson<T>`: the same for a body a request may leave out.
 
 use std::borrow::Cow;
 
-use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem::{FromRequest, Request, RequestBody};
+use poem_openapi::error::{ContentTypeError, ParseRequestPayloadError};
+use poem_openapi::payload::{Json, Payload};
+use poem_openapi::registry::{MetaMediaType, MetaRequest, MetaSchemaRef, Registry};
 use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, Type};
+use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -60,5 +65,63 @@ impl<T: ParseFromJSON + DeserializeOwned> ParseFromJSON for Strict<T> {
         T::parse_from_json(Some(value))
             .map(Strict)
             .map_err(ParseError::propagate)
+    }
+}
+
+/// An optional JSON request body. A request without one (zero bytes, whatever its content
+/// type) gives `None`; any body must be `application/json` (415 otherwise) and is parsed like
+/// [`Strict`], so unknown fields and wrong types are 400s naming the field.
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<'a, T> ApiExtractor<'a> for OptionalJson<T>
+where
+    T: Type + ParseFromJSON + DeserializeOwned + Send,
+{
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+
+    fn request_meta() -> Option<MetaRequest> {
+        Some(MetaRequest {
+            description: None,
+            content: vec![MetaMediaType {
+                content_type: <Json<T> as Payload>::CONTENT_TYPE,
+                schema: T::schema_ref(),
+            }],
+            required: false,
+        })
+    }
+
+    async fn from_request(
+        request: &'a Request,
+        body: &mut RequestBody,
+        _param_opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        let data = <Vec<u8> as FromRequest>::from_request(request, body).await?;
+        if data.is_empty() {
+            return Ok(OptionalJson(None));
+        }
+        match request.content_type() {
+            Some(ct) if <Json<T> as Payload>::check_content_type(ct) => {}
+            Some(ct) => {
+                return Err(ContentTypeError::NotSupported {
+                    content_type: ct.to_string(),
+                }
+                .into())
+            }
+            None => return Err(ContentTypeError::ExpectContentType.into()),
+        }
+        let value: Value = serde_json::from_slice(&data).map_err(|e| ParseRequestPayloadError {
+            reason: e.to_string(),
+        })?;
+        let parsed =
+            Strict::<T>::parse_from_json(Some(value)).map_err(|e| ParseRequestPayloadError {
+                reason: e.into_message(),
+            })?;
+        Ok(OptionalJson(Some(parsed.0)))
     }
 }

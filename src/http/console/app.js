@@ -15,7 +15,8 @@ const FINAL = new Set(['SUCCESS', 'FAILED', 'TIMEOUT', 'CANCELLED']);
 // ---------------------------------------------------------------------------------------------
 // Token: sessionStorage for the API's Bearer header, and a session cookie (no expiry) so the
 // server lets this browser load console pages. A new tab has the cookie but an empty
-// sessionStorage, so the cookie seeds it.
+// sessionStorage, so the cookie seeds it. The cookie wins when both are set: the server sets
+// it too, when the console login URL from jobu's log (/?token=...) is opened.
 
 function storage() {
   try {
@@ -40,12 +41,12 @@ function cookieToken() {
 
 function getToken() {
   const store = storage();
-  let token = store ? store.getItem(TOKEN_KEY) : null;
-  if (!token) {
-    token = cookieToken();
-    if (token && store) store.setItem(TOKEN_KEY, token);
+  const fromCookie = cookieToken();
+  if (fromCookie) {
+    if (store && store.getItem(TOKEN_KEY) !== fromCookie) store.setItem(TOKEN_KEY, fromCookie);
+    return fromCookie;
   }
-  return token || '';
+  return (store && store.getItem(TOKEN_KEY)) || '';
 }
 
 function cookieSuffix() {
@@ -225,13 +226,22 @@ function showLogin(message) {
       return;
     }
     setToken(token);
-    location.reload();
+    // Not reload(): a login URL whose token was refused would be refused again.
+    const url = new URL(location.href);
+    url.searchParams.delete('token');
+    if (url.href === location.href) location.reload();
+    else location.replace(url.href);
   });
   const box = el(
     'section',
     { class: 'panel login-box', 'data-testid': 'login' },
     el('h1', {}, 'Sign in'),
-    el('p', {}, 'This jobu console needs the admin token (admin.auth_token). It is kept for this browser session only.'),
+    el(
+      'p',
+      {},
+      'This jobu console needs the admin token: admin.auth_token, or the one jobu generated in its token file ' +
+        '(data/admin_token by default; jobu logs a login URL with it at start). It is kept for this browser session only.',
+    ),
     form,
   );
   $('#main').replaceChildren(box);
@@ -403,7 +413,8 @@ function cronsPage() {
 
   async function toggleCron(cron) {
     try {
-      const updated = await api('POST', `/api/crons/${cron.id}/toggle`);
+      // The state wanted, not a flip: a repeated click or a retried request cannot undo it.
+      const updated = await api('POST', `/api/crons/${cron.id}/toggle`, { is_enabled: !cron.is_enabled });
       flash('ok', `“${updated.name}” is now ${updated.is_enabled ? 'enabled' : 'disabled'}.`);
       await load();
     } catch (error) {
