@@ -471,6 +471,80 @@ backend_test!(
 // `POST /api/crons/{id}/toggle` with `{"is_enabled": bool}` sets that state: a retried call
 // changes nothing (not even `updated_at`); without a body it flips; a bad body is refused
 // like every other body, and writes nothing.
+backend_test!(
+    retry_obeys_no_overlap_and_cancels_say_why,
+    |db: TestDb| async move {
+        let server = AdminServer::start(&db, "admin", "overlap", &[]).await;
+        let api = &server.api;
+        let mut body = cron_body("single", YEARLY);
+        body["allow_overlap"] = json!(false);
+        let cron = id_of(&api.post("/api/crons", &body).await.expect(201));
+        // An earlier run failed (written as a worker would); a manual run is PENDING.
+        let now = db.store.now().await.unwrap();
+        let earlier = jobu::store::create::NewExecution {
+            job_id: Some(cron),
+            handler_name: "noop".into(),
+            scheduled_time: now - chrono::Duration::hours(1),
+            run_at: now - chrono::Duration::hours(1),
+            params: None,
+            param_source: job_execution::ParamSource::Cron,
+            max_retry: 0,
+            timeout_seconds: 60,
+        };
+        assert!(db.store.create_exclusive(&earlier).await.unwrap().is_new());
+        let token = jobu::store::claim::new_token();
+        let claimed = db
+            .store
+            .claim(&jobu::store::claim::ClaimRequest {
+                worker_id: "w",
+                handlers: &["noop".to_string()],
+                limit: 1,
+                lease_seconds: 30.0,
+                token: &token,
+            })
+            .await
+            .unwrap();
+        let failed = claimed[0].id;
+        db.store
+            .fail(
+                failed,
+                &token,
+                jobu::store::transition::Failure::Failed,
+                "boom",
+                0.0,
+            )
+            .await
+            .unwrap();
+        let manual = id_of(
+            &api.post_empty(&format!("/api/crons/{cron}/trigger"))
+                .await
+                .expect(201),
+        );
+
+        let refused = api.post_empty(&format!("/api/jobs/{failed}/retry")).await;
+        let error = refused.expect_error(409);
+        assert_eq!(error.error, "overlap", "{refused}");
+        assert_eq!(
+            api.get(&format!("/api/jobs/{failed}")).await.expect(200)["status"],
+            "FAILED",
+            "a refused retry changes nothing"
+        );
+
+        let cancelled = api
+            .post_empty(&format!("/api/jobs/{manual}/cancel"))
+            .await
+            .expect(200);
+        assert_eq!(cancelled["status"], "CANCELLED");
+        assert_eq!(cancelled["cancel_reason"], "operator", "{cancelled}");
+        let retried = api
+            .post_empty(&format!("/api/jobs/{failed}/retry"))
+            .await
+            .expect(200);
+        assert_eq!(retried["status"], "PENDING");
+        assert_eq!(retried["cancel_reason"], Value::Null);
+    }
+);
+
 backend_test!(toggle_with_a_body_sets_the_state, |db: TestDb| async move {
     let server = AdminServer::start(&db, "admin", "toggle", &[]).await;
     let api = &server.api;
@@ -1959,7 +2033,7 @@ const CRON_KEYS: [&str; 16] = [
     "created_at",
     "updated_at",
 ];
-const EXECUTION_KEYS: [&str; 21] = [
+const EXECUTION_KEYS: [&str; 22] = [
     "id",
     "job_id",
     "cron_name",
@@ -1975,6 +2049,7 @@ const EXECUTION_KEYS: [&str; 21] = [
     "worker_id",
     "lease_expires_at",
     "cancel_requested",
+    "cancel_reason",
     "started_at",
     "finished_at",
     "error_message",

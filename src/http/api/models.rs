@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::entities::cron_job::{self, MisfirePolicy};
-use crate::entities::job_execution::{ParamSource, Status};
+use crate::entities::job_execution::{CancelReason, ParamSource, Status};
 use crate::store::queries::ExecutionView;
 use crate::store::workers::LiveWorker;
 
@@ -136,6 +136,16 @@ pub enum ParamSourceDto {
     Cron,
     Manual,
     Api,
+}
+
+/// Why a CANCELLED execution was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase", rename = "CancelReason")]
+pub enum CancelReasonDto {
+    /// An operator cancelled it.
+    Operator,
+    /// It was created ahead of its fire time and its cron was disabled or deleted first.
+    Unscheduled,
 }
 
 /// A schedule.
@@ -339,6 +349,8 @@ pub struct Execution {
     pub worker_id: Option<String>,
     pub lease_expires_at: Option<Instant>,
     pub cancel_requested: bool,
+    /// Why it was cancelled, when it is CANCELLED.
+    pub cancel_reason: Option<CancelReasonDto>,
     pub started_at: Option<Instant>,
     pub finished_at: Option<Instant>,
     pub error_message: Option<String>,
@@ -376,6 +388,13 @@ impl From<ExecutionView> for Execution {
             worker_id: e.worker_id,
             lease_expires_at: e.lease_expires_at.map(Instant),
             cancel_requested: e.cancel_requested,
+            cancel_reason: match e.cancel_reason.as_deref() {
+                Some(r) if r == CancelReason::Operator.as_str() => Some(CancelReasonDto::Operator),
+                Some(r) if r == CancelReason::Unscheduled.as_str() => {
+                    Some(CancelReasonDto::Unscheduled)
+                }
+                _ => None,
+            },
             started_at: e.started_at.map(Instant),
             finished_at: e.finished_at.map(Instant),
             error_message: e.error_message,
