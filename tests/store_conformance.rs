@@ -1185,33 +1185,22 @@ backend_test!(
         // Four executions with retries left; each is cancelled while running, then its
         // attempt ends in one of the ways that used to put it back to PENDING.
         seed_pending(&db.store, 4, 3).await;
-        let failed = claim_then_request_cancel(&db.store, "w").await;
-        let outcome = db
-            .store
-            .fail(
-                failed.id,
-                failed.owner_token.as_deref().unwrap(),
-                Failure::Failed,
-                "exit 1",
-                0.0,
-            )
-            .await
-            .unwrap();
-        assert_eq!(outcome, Some(FailOutcome::Cancelled { retry_count: 0 }));
-
-        let timed_out = claim_then_request_cancel(&db.store, "w").await;
-        let outcome = db
-            .store
-            .fail(
-                timed_out.id,
-                timed_out.owner_token.as_deref().unwrap(),
-                Failure::Timeout,
-                "timed out",
-                0.0,
-            )
-            .await
-            .unwrap();
-        assert_eq!(outcome, Some(FailOutcome::Cancelled { retry_count: 0 }));
+        let mut ended = Vec::new();
+        for (failure, error) in [(Failure::Failed, "exit 1"), (Failure::Timeout, "timed out")] {
+            let row = claim_then_request_cancel(&db.store, "w").await;
+            let token = row.owner_token.as_deref().unwrap();
+            let outcome = db
+                .store
+                .fail(row.id, token, failure, error, 0.0)
+                .await
+                .unwrap();
+            assert_eq!(
+                outcome,
+                Some(FailOutcome::Cancelled { retry_count: 0 }),
+                "{failure:?}"
+            );
+            ended.push(row.id);
+        }
 
         let released = claim_then_request_cancel(&db.store, "w").await;
         assert_eq!(
@@ -1232,7 +1221,7 @@ backend_test!(
         assert_eq!(rescued.len(), 1);
         assert_cancelled_for_good(&rescued[0], 0);
 
-        for id in [failed.id, timed_out.id, released.id, lost.id] {
+        for id in ended.into_iter().chain([released.id, lost.id]) {
             let row = db.store.execution(id).await.unwrap().unwrap();
             assert_cancelled_for_good(&row, 0);
         }

@@ -177,9 +177,9 @@ impl Store {
                 .now();
         };
 
+        let mut q = Sql::new(d);
         match d {
             Dialect::Postgres => {
-                let mut q = Sql::new(d);
                 q.push("WITH picked AS MATERIALIZED (");
                 pick(&mut q);
                 q.push(") ");
@@ -190,15 +190,8 @@ impl Store {
                 .bind(Status::Pending.as_str())
                 .push(" RETURNING ")
                 .push(job_execution::select_list(true));
-                let mut rows = job_execution::Entity::find()
-                    .from_raw_sql(q.build())
-                    .all(&self.db)
-                    .await?;
-                rows.sort_by_key(|r| (r.run_at, r.id));
-                Ok(rows)
             }
             Dialect::Sqlite => {
-                let mut q = Sql::new(d);
                 set_running(&mut q);
                 q.push(" WHERE id IN (");
                 pick(&mut q);
@@ -206,19 +199,13 @@ impl Store {
                     .bind(Status::Pending.as_str())
                     .push(" RETURNING ")
                     .push(job_execution::select_list(false));
-                let mut rows = job_execution::Entity::find()
-                    .from_raw_sql(q.build())
-                    .all(&self.db)
-                    .await?;
-                rows.sort_by_key(|r| (r.run_at, r.id));
-                Ok(rows)
             }
             Dialect::MySql => {
                 let txn = self.db.begin().await?;
-                let mut q = Sql::new(d);
-                pick(&mut q);
+                let mut select = Sql::new(d);
+                pick(&mut select);
                 let ids: Vec<i64> = txn
-                    .query_all(q.build())
+                    .query_all(select.build())
                     .await?
                     .iter()
                     .map(|r| r.try_get_by_index::<i64>(0))
@@ -227,29 +214,30 @@ impl Store {
                     txn.commit().await?;
                     return Ok(Vec::new());
                 }
-                let mut q = Sql::new(d);
-                set_running(&mut q);
-                q.push(" WHERE id IN ")
+                let mut update = Sql::new(d);
+                set_running(&mut update);
+                update
+                    .push(" WHERE id IN ")
                     .bind_list(&ids)
                     .push(" AND status = ")
                     .bind(Status::Pending.as_str());
-                txn.execute(q.build()).await?;
+                txn.execute(update.build()).await?;
                 txn.commit().await?;
                 // Ours from the commit on; nothing but this token's holder and the rescuer
                 // (after the lease) can change them.
-                let mut q = Sql::new(d);
                 q.push("SELECT ")
                     .push(job_execution::select_list(false))
                     .push(" FROM job_executions WHERE id IN ")
                     .bind_list(&ids)
                     .push(" AND owner_token = ")
-                    .bind(token)
-                    .push(" ORDER BY run_at, id");
-                job_execution::Entity::find()
-                    .from_raw_sql(q.build())
-                    .all(&self.db)
-                    .await
+                    .bind(token);
             }
         }
+        let mut rows = job_execution::Entity::find()
+            .from_raw_sql(q.build())
+            .all(&self.db)
+            .await?;
+        rows.sort_by_key(|r| (r.run_at, r.id));
+        Ok(rows)
     }
 }
