@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod process;
+pub mod proxy;
 
 use jobu::config::DatabaseSettings;
 use jobu::store::Store;

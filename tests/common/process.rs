@@ -10,6 +10,87 @@ use super::TestDb;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_jobu");
 
+/// The binary the tests run: `JOBU_TEST_BIN` when set (another build, e.g. an older commit's,
+/// to show that a test fails without a fix), else this tree's [`BIN`]. A test that may run
+/// another build prepares its database with [`fit_schema_to_binary`].
+pub fn bin() -> String {
+    std::env::var("JOBU_TEST_BIN")
+        .ok()
+        .filter(|b| !b.trim().is_empty())
+        .unwrap_or_else(|| BIN.to_string())
+}
+
+/// `url` with its host and port replaced by a proxy's (which listens on 127.0.0.1), for a
+/// process whose database traffic goes through [`super::proxy::Proxy`]. TLS is turned off
+/// (`sslmode`), so the proxy sees the protocol in clear and can look for a reply's bytes.
+pub fn url_via_port(url: &str, port: u16) -> String {
+    let mut parsed = url::Url::parse(url).expect("database url");
+    parsed.set_host(Some("127.0.0.1")).expect("set host");
+    parsed.set_port(Some(port)).expect("set port");
+    let no_tls = match parsed.scheme() {
+        "postgres" | "postgresql" => "disable",
+        _ => "disabled",
+    };
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter(|(k, _)| k != "sslmode" && k != "ssl-mode")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    parsed
+        .query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .append_pair("sslmode", no_tls);
+    parsed.to_string()
+}
+
+/// When [`bin`] is another build, makes the test database acceptable to it: an older
+/// binary refuses to start on a database that has migrations it does not know, and test
+/// databases are migrated by this tree. Such migrations are forgotten (their rows in
+/// `seaql_migrations` deleted; their schema changes stay, which older code ignores) until
+/// `<bin> migrate` accepts the database. Does nothing for this tree's binary.
+pub async fn fit_schema_to_binary(db: &TestDb) {
+    use sea_orm::ConnectionTrait;
+    let bin = bin();
+    if bin == BIN {
+        return;
+    }
+    let config = std::env::temp_dir().join("jobu_test_empty_config");
+    std::fs::create_dir_all(&config).expect("empty config dir");
+    for _ in 0..20 {
+        let out = tokio::process::Command::new(&bin)
+            .arg("migrate")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("JOBU_CONFIG_DIR", &config)
+            .env("JOBU__DATABASES__DEFAULT__URL", &db.url)
+            .output()
+            .await
+            .expect("run <bin> migrate");
+        if out.status.success() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&out.stderr);
+        let unknown = text
+            .split("Migration file of version '")
+            .nth(1)
+            .and_then(|rest| rest.split('\'').next())
+            .filter(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        let Some(version) = unknown else {
+            panic!("{bin} migrate refused the test database: {text}");
+        };
+        eprintln!("{bin} does not know migration {version}: forgetting it for this test");
+        db.store
+            .connection()
+            .execute_unprepared(&format!(
+                "DELETE FROM seaql_migrations WHERE version = '{version}'"
+            ))
+            .await
+            .expect("forget a migration");
+    }
+    panic!("{bin} migrate still refuses the test database");
+}
+
 /// A scratch folder per test: the (empty) config folder, process logs, handler output.
 pub struct Scratch {
     pub dir: PathBuf,
@@ -103,7 +184,7 @@ impl Daemon {
             .append(true)
             .open(scratch.path(&format!("{name}.log")))
             .expect("log file");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.arg(role)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
