@@ -545,7 +545,7 @@ async fn resolve_claim(
                     error,
                     adopted = rows.len(),
                     tries = failures + 1,
-                    "claim failed with an unknown outcome; resolved by its token"
+                    "claim failed with an unknown outcome; resolved by its token (the rows it took run now)"
                 );
                 return (rows, sent);
             }
@@ -590,17 +590,10 @@ async fn claimed(
 ) {
     state.claim_in_flight = 0;
     let full = error.is_none() && rows.len() == requested;
+    // A failed claim was logged when it was resolved (`resolve_claim`); the next claim waits
+    // a backoff, the database having just failed.
     match &error {
-        Some(e) => {
-            state.claim_errors += 1;
-            tracing::warn!(
-                worker = %state.shared.worker_id,
-                error = %e,
-                failures = state.claim_errors,
-                adopted = rows.len(),
-                "claim failed"
-            );
-        }
+        Some(_) => state.claim_errors += 1,
         None => state.claim_errors = 0,
     }
     for row in rows {
