@@ -517,7 +517,13 @@ fn poll(myself: &ActorRef<PoolMsg>, state: &mut PoolState) {
                 }
             }
         };
-        let _ = pool.send_message(msg);
+        if pool.send_message(msg).is_err() {
+            // The pool is gone (it crashed while the claim ran): nobody will run these rows,
+            // so give them back now rather than to the rescuer after the lease.
+            if let Err(e) = store.release_claim(&token).await {
+                tracing::warn!(worker = %worker_id, error = %e, "cannot release a claim whose pool stopped; its rows return when their lease expires");
+            }
+        }
     });
 }
 
