@@ -14,15 +14,13 @@
 
 mod common;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::process::{eventually, fit_schema_to_binary, url_via_port, Daemon, Scratch};
+use common::process::{enqueue, eventually, on_backends, url_via_port, Daemon, Scratch};
 use common::proxy::{Mode, Proxy};
 use common::{Backend, TestDb};
 use jobu::entities::job_execution::{self, ParamSource, Status};
-use jobu::store::create::NewExecution;
 use jobu::store::Store;
 use sea_orm::{ActiveValue::Set, EntityTrait, QueryOrder};
 use serde_json::json;
@@ -33,79 +31,6 @@ const NETWORKED: [Backend; 2] = [Backend::Postgres, Backend::MySql];
 
 /// One test at a time: they measure leases and deadlines on a small shared machine.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Runs `body` on each backend concurrently (each in its own database and scratch folder);
-/// prints the process logs of a failing backend.
-async fn on_backends<F, Fut>(label: &'static str, backends: &[Backend], body: F)
-where
-    F: Fn(TestDb, Arc<Scratch>) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let mut runs = Vec::new();
-    for &backend in backends {
-        let body = body.clone();
-        runs.push((
-            backend,
-            tokio::spawn(async move {
-                let Some(db) = TestDb::create(backend).await else {
-                    return;
-                };
-                fit_schema_to_binary(&db).await;
-                let scratch = Arc::new(Scratch::new(&format!("{label}_{}", backend.name())));
-                let result = tokio::spawn(body(db.clone(), scratch.clone())).await;
-                if let Err(e) = result {
-                    scratch.dump_logs();
-                    std::panic::resume_unwind(e.into_panic());
-                }
-                db.cleanup().await;
-                if let Ok(scratch) = Arc::try_unwrap(scratch) {
-                    scratch.remove();
-                }
-            }),
-        ));
-    }
-    let mut failed = Vec::new();
-    for (backend, run) in runs {
-        if let Err(e) = run.await {
-            let message = e
-                .try_into_panic()
-                .ok()
-                .and_then(|p| {
-                    p.downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                })
-                .unwrap_or_default();
-            failed.push(format!("{}: {message}", backend.name()));
-        }
-    }
-    assert!(failed.is_empty(), "failed on {}", failed.join("\n"));
-}
-
-/// An ad-hoc execution due now.
-async fn enqueue(
-    store: &Store,
-    handler: &str,
-    params: serde_json::Value,
-    max_retry: i32,
-    timeout: i32,
-) -> i64 {
-    let now = store.now().await.expect("clock");
-    let new = NewExecution {
-        job_id: None,
-        handler_name: handler.into(),
-        scheduled_time: now,
-        run_at: now,
-        params: Some(params),
-        param_source: ParamSource::Api,
-        max_retry,
-        timeout_seconds: timeout,
-    };
-    match store.create_if_absent(&new).await.expect("enqueue") {
-        jobu::store::create::Created::New(id) => id,
-        other => panic!("not created: {other:?}"),
-    }
-}
 
 /// `n` ad-hoc executions of `handler` due now, inserted in one statement.
 async fn enqueue_many(

@@ -10,10 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use common::process::{eventually, Daemon, Scratch};
+use common::process::{enqueue, eventually, on_backends, Daemon, Scratch};
 use common::{Backend, TestDb};
-use jobu::entities::job_execution::{self, ParamSource, Status};
-use jobu::store::create::NewExecution;
+use jobu::entities::job_execution::{self, Status};
 use jobu::store::crons::NewCron;
 use jobu::store::Store;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
@@ -25,44 +24,7 @@ where
     F: Fn(TestDb, Arc<Scratch>) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let mut runs = Vec::new();
-    for backend in [Backend::Sqlite, Backend::Postgres, Backend::MySql] {
-        let body = body.clone();
-        runs.push((
-            backend,
-            tokio::spawn(async move {
-                let Some(db) = TestDb::create(backend).await else {
-                    return;
-                };
-                let scratch = Arc::new(Scratch::new(&format!("{label}_{}", backend.name())));
-                let result = tokio::spawn(body(db.clone(), scratch.clone())).await;
-                if let Err(e) = result {
-                    scratch.dump_logs();
-                    std::panic::resume_unwind(e.into_panic());
-                }
-                db.cleanup().await;
-                if let Ok(scratch) = Arc::try_unwrap(scratch) {
-                    scratch.remove();
-                }
-            }),
-        ));
-    }
-    let mut failed = Vec::new();
-    for (backend, run) in runs {
-        if let Err(e) = run.await {
-            let message = e
-                .try_into_panic()
-                .ok()
-                .and_then(|p| {
-                    p.downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                })
-                .unwrap_or_default();
-            failed.push(format!("{}: {message}", backend.name()));
-        }
-    }
-    assert!(failed.is_empty(), "failed on {}", failed.join("\n"));
+    on_backends(label, &Backend::ALL, body).await
 }
 
 async fn executions_of(store: &Store, job_id: i64) -> Vec<job_execution::Model> {
@@ -93,31 +55,6 @@ async fn unfinished(store: &Store, job_id: i64) -> usize {
         .iter()
         .filter(|e| e.status == "PENDING" || e.status == "RUNNING")
         .count()
-}
-
-/// An ad-hoc execution due now.
-async fn enqueue(
-    store: &Store,
-    handler: &str,
-    params: serde_json::Value,
-    max_retry: i32,
-    timeout: i32,
-) -> i64 {
-    let now = store.now().await.expect("clock");
-    let new = NewExecution {
-        job_id: None,
-        handler_name: handler.into(),
-        scheduled_time: now,
-        run_at: now,
-        params: Some(params),
-        param_source: ParamSource::Api,
-        max_retry,
-        timeout_seconds: timeout,
-    };
-    match store.create_if_absent(&new).await.expect("enqueue") {
-        jobu::store::create::Created::New(id) => id,
-        other => panic!("not created: {other:?}"),
-    }
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {

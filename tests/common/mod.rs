@@ -28,6 +28,8 @@ pub enum Backend {
 }
 
 impl Backend {
+    pub const ALL: [Backend; 3] = [Backend::Sqlite, Backend::Postgres, Backend::MySql];
+
     pub fn name(self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",

@@ -2,11 +2,17 @@
 //! `JOBU__` environment variables (as a user would), with fast leases and polls so crash
 //! recovery takes seconds. Each process logs to a file that a failing test prints.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::TestDb;
+use jobu::entities::job_execution::ParamSource;
+use jobu::store::create::NewExecution;
+use jobu::store::Store;
+
+use super::{Backend, TestDb};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_jobu");
 
@@ -271,5 +277,78 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs `body` on each backend concurrently (each in its own database and scratch folder);
+/// prints the process logs of a failing backend.
+pub async fn on_backends<F, Fut>(label: &'static str, backends: &[Backend], body: F)
+where
+    F: Fn(TestDb, Arc<Scratch>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut runs = Vec::new();
+    for &backend in backends {
+        let body = body.clone();
+        runs.push((
+            backend,
+            tokio::spawn(async move {
+                let Some(db) = TestDb::create(backend).await else {
+                    return;
+                };
+                fit_schema_to_binary(&db).await;
+                let scratch = Arc::new(Scratch::new(&format!("{label}_{}", backend.name())));
+                let result = tokio::spawn(body(db.clone(), scratch.clone())).await;
+                if let Err(e) = result {
+                    scratch.dump_logs();
+                    std::panic::resume_unwind(e.into_panic());
+                }
+                db.cleanup().await;
+                if let Ok(scratch) = Arc::try_unwrap(scratch) {
+                    scratch.remove();
+                }
+            }),
+        ));
+    }
+    let mut failed = Vec::new();
+    for (backend, run) in runs {
+        if let Err(e) = run.await {
+            let message = e
+                .try_into_panic()
+                .ok()
+                .and_then(|p| {
+                    p.downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                })
+                .unwrap_or_default();
+            failed.push(format!("{}: {message}", backend.name()));
+        }
+    }
+    assert!(failed.is_empty(), "failed on {}", failed.join("\n"));
+}
+
+/// An ad-hoc execution due now.
+pub async fn enqueue(
+    store: &Store,
+    handler: &str,
+    params: serde_json::Value,
+    max_retry: i32,
+    timeout: i32,
+) -> i64 {
+    let now = store.now().await.expect("clock");
+    let new = NewExecution {
+        job_id: None,
+        handler_name: handler.into(),
+        scheduled_time: now,
+        run_at: now,
+        params: Some(params),
+        param_source: ParamSource::Api,
+        max_retry,
+        timeout_seconds: timeout,
+    };
+    match store.create_if_absent(&new).await.expect("enqueue") {
+        jobu::store::create::Created::New(id) => id,
+        other => panic!("not created: {other:?}"),
     }
 }
