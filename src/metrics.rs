@@ -3,7 +3,7 @@
 //! (seconds). Rendered by `GET /metrics` in the Prometheus text format.
 //!
 //! Execution outcomes and durations are counted by the process that ran the attempt;
-//! `jobu_executions` (by status) is read from the database at scrape time, so every admin
+//! `jobu_executions` (by status) is counted in the database at most every few seconds (`http::scrape`), so every admin
 //! process reports the same fleet-wide backlog.
 
 use std::collections::BTreeMap;
@@ -78,7 +78,7 @@ fn describe() {
     );
     describe_gauge!(
         "jobu_executions",
-        "Executions in the database by status, read at scrape time"
+        "Executions in the database by status, counted at most every 5 s"
     );
     describe_gauge!("jobu_actors", "Live actors of this process by kind");
     describe_gauge!(
