@@ -3,8 +3,8 @@
 //! (seconds). Rendered by `GET /metrics` in the Prometheus text format.
 //!
 //! Execution outcomes and durations are counted by the process that ran the attempt;
-//! `jobu_executions` (by status) is counted in the database at most every few seconds (`http::scrape`), so every admin
-//! process reports the same fleet-wide backlog.
+//! `jobu_executions` (by status) is counted in the database, at most every few seconds
+//! (`http::scrape`), so every admin process reports the same fleet-wide backlog.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
