@@ -17,10 +17,10 @@
 //! [`Store::adopt_claim`] or [`Store::release_claim`], never left to lease expiry, which
 //! would charge an attempt that never ran.
 
-use sea_orm::{ConnectionTrait, EntityTrait, FromQueryResult, TransactionTrait};
+use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait};
 
 use super::dialect::{Dialect, Sql};
-use super::{retry_transient, Store, StoreError, StoreResult};
+use super::{execution_rows, retry_transient, Store, StoreError, StoreResult};
 use crate::entities::job_execution::{self, Status};
 
 /// One batch claim request.
@@ -110,10 +110,7 @@ impl Store {
                 Dialect::Postgres | Dialect::Sqlite => {
                     q.push(" RETURNING ")
                         .push(job_execution::select_list(false));
-                    job_execution::Entity::find()
-                        .from_raw_sql(q.build())
-                        .all(&self.db)
-                        .await
+                    execution_rows(&self.db, q).await
                 }
                 Dialect::MySql => {
                     self.db.execute(q.build()).await?;
@@ -137,10 +134,7 @@ impl Store {
             .push(" AND owner_token = ")
             .bind(token)
             .push(" ORDER BY run_at, id");
-        job_execution::Entity::find()
-            .from_raw_sql(q.build())
-            .all(&self.db)
-            .await
+        execution_rows(&self.db, q).await
     }
 
     async fn try_claim(
@@ -233,10 +227,7 @@ impl Store {
                     .bind(token);
             }
         }
-        let mut rows = job_execution::Entity::find()
-            .from_raw_sql(q.build())
-            .all(&self.db)
-            .await?;
+        let mut rows = execution_rows(&self.db, q).await?;
         rows.sort_by_key(|r| (r.run_at, r.id));
         Ok(rows)
     }

@@ -280,6 +280,19 @@ async fn connect_mysql(opts: ConnectOptions) -> StoreResult<DatabaseConnection> 
     Ok(sea_orm::SqlxMySqlConnector::from_sqlx_mysql_pool(pool))
 }
 
+/// Runs a statement that returns whole `job_executions` rows (its select list from
+/// [`crate::entities::job_execution::select_list`]).
+pub(crate) async fn execution_rows<C: ConnectionTrait>(
+    db: &C,
+    q: dialect::Sql,
+) -> Result<Vec<crate::entities::job_execution::Model>, DbErr> {
+    use sea_orm::EntityTrait;
+    crate::entities::job_execution::Entity::find()
+        .from_raw_sql(q.build())
+        .all(db)
+        .await
+}
+
 /// `mariadb://` is accepted for convenience; sqlx speaks to MariaDB as `mysql://`.
 fn normalize_url(url: &str) -> String {
     match url.strip_prefix("mariadb://") {

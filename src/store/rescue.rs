@@ -10,11 +10,11 @@
 //! last successful renewal), and the rescuer waits `grace` past the end, so the first
 //! attempt is dead before any other process can claim the row.
 
-use sea_orm::{ConnectionTrait, EntityTrait, FromQueryResult, TransactionTrait};
+use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait};
 
 use super::dialect::{Dialect, Sql};
 use super::transition::{cancelled_while_running, retry_or_final};
-use super::{retry_transient, Store, StoreResult};
+use super::{execution_rows, retry_transient, Store, StoreResult};
 use crate::entities::job_execution::{self, Status};
 
 /// The error recorded on a rescued attempt.
@@ -89,10 +89,7 @@ impl Store {
                 q.push(" FROM picked WHERE job_executions.id = picked.id AND");
                 expired(&mut q);
                 q.push(" RETURNING ").push(job_execution::select_list(true));
-                job_execution::Entity::find()
-                    .from_raw_sql(q.build())
-                    .all(&self.db)
-                    .await
+                execution_rows(&self.db, q).await
             }
             Dialect::Sqlite => {
                 let mut q = Sql::new(d);
@@ -107,10 +104,7 @@ impl Store {
                 expired(&mut q);
                 q.push(" RETURNING ")
                     .push(job_execution::select_list(false));
-                job_execution::Entity::find()
-                    .from_raw_sql(q.build())
-                    .all(&self.db)
-                    .await
+                execution_rows(&self.db, q).await
             }
             Dialect::MySql => {
                 let txn = self.db.begin().await?;
@@ -142,10 +136,7 @@ impl Store {
                     .push(job_execution::select_list(false))
                     .push(" FROM job_executions WHERE id IN ")
                     .bind_list(&ids);
-                let rows = job_execution::Entity::find()
-                    .from_raw_sql(q.build())
-                    .all(&txn)
-                    .await?;
+                let rows = execution_rows(&txn, q).await?;
                 txn.commit().await?;
                 Ok(rows)
             }
