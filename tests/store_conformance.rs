@@ -14,6 +14,7 @@ use jobu::entities::{CronJobs, JobExecutions};
 use jobu::store::claim::{new_token, ClaimRequest};
 use jobu::store::create::{Created, NewExecution};
 use jobu::store::crons::{CronChanges, NewCron};
+use jobu::store::finish::{End, Finish, Finished, FINISH_CHUNK};
 use jobu::store::operator::Action;
 use jobu::store::queries::ExecutionFilter;
 use jobu::store::transition::{FailOutcome, Failure, Lease, Released};
@@ -1147,6 +1148,201 @@ backend_test!(presence_rows_live_and_go, |db: TestDb| async move {
     db.store.leave("w-1").await.unwrap();
     assert!(db.store.live_workers(30.0).await.unwrap().is_empty());
 });
+
+// ---- Many attempts end in one statement ----
+
+/// Claims every due execution (up to 2,000) in one claim.
+async fn claim_all(store: &Store, worker: &str) -> Vec<job_execution::Model> {
+    let h = handlers();
+    store
+        .claim(&claim_req(worker, &h, 2000))
+        .await
+        .expect("claim")
+}
+
+fn ending(row: &job_execution::Model, end: End) -> Finish {
+    Finish {
+        id: row.id,
+        token: row.owner_token.clone().expect("claimed"),
+        end,
+    }
+}
+
+backend_test!(
+    a_batch_of_endings_gives_each_row_its_own_outcome,
+    |db: TestDb| async move {
+        seed_pending(&db.store, 6, 1).await;
+        seed_pending(&db.store, 3, 0).await;
+        let mut rows = claim_all(&db.store, "w").await;
+        rows.sort_by_key(|r| (-r.max_retry, r.id));
+        assert_eq!(rows.len(), 9);
+        // The last row of the max_retry = 0 set: an operator asks to cancel it while it runs.
+        assert!(matches!(
+            db.store.cancel_execution(rows[8].id).await.unwrap(),
+            Action::Done(_)
+        ));
+        let failed = |failure, error: &str| End::Failed {
+            failure,
+            error: error.to_string(),
+            backoff_seconds: 60.0,
+        };
+        let mut stale = ending(&rows[5], End::Success(None));
+        stale.token = new_token();
+        let batch = vec![
+            ending(&rows[0], End::Success(Some(serde_json::json!({"n": 0})))),
+            ending(&rows[1], End::Success(Some(serde_json::json!("text")))),
+            ending(&rows[2], failed(Failure::Failed, "boom")),
+            ending(&rows[3], End::Cancelled("stopped by an operator".into())),
+            ending(&rows[4], End::Release),
+            stale,
+            ending(&rows[6], failed(Failure::Timeout, "too slow")),
+            ending(&rows[7], End::Success(None)),
+            ending(&rows[8], failed(Failure::Failed, "boom after cancel")),
+        ];
+        let before = db.store.now().await.unwrap();
+        let out = db.store.finish_many(&batch).await.unwrap();
+        assert_eq!(out[0], Some(Finished::Success));
+        assert_eq!(out[1], Some(Finished::Success));
+        match out[2] {
+            Some(Finished::Failed(FailOutcome::Retrying {
+                retry_count,
+                run_at,
+            })) => {
+                assert_eq!(retry_count, 1);
+                assert!(
+                    run_at >= before + Duration::seconds(59),
+                    "{run_at} vs {before}"
+                );
+            }
+            other => panic!("row 2: {other:?}"),
+        }
+        assert_eq!(out[3], Some(Finished::Cancelled));
+        assert_eq!(out[4], Some(Finished::Released(Released::Pending)));
+        assert_eq!(out[5], None, "a stale token ends nothing");
+        assert_eq!(
+            out[6],
+            Some(Finished::Failed(FailOutcome::Final {
+                status: Status::Timeout,
+                retry_count: 0
+            }))
+        );
+        assert_eq!(out[7], Some(Finished::Success));
+        assert_eq!(
+            out[8],
+            Some(Finished::Failed(FailOutcome::Cancelled { retry_count: 0 }))
+        );
+
+        let get = |i: usize| {
+            let store = db.store.clone();
+            let id = rows[i].id;
+            async move { store.execution(id).await.unwrap().unwrap() }
+        };
+        let r0 = get(0).await;
+        assert_eq!(r0.status, Status::Success.as_str());
+        assert_eq!(r0.result, Some(serde_json::json!({"n": 0})));
+        assert!(
+            r0.finished_at.is_some() && r0.owner_token.is_none() && r0.lease_expires_at.is_none()
+        );
+        assert_eq!(get(1).await.result, Some(serde_json::json!("text")));
+        let r2 = get(2).await;
+        assert_eq!(
+            (
+                r2.status.as_str(),
+                r2.retry_count,
+                r2.error_message.as_deref()
+            ),
+            (Status::Pending.as_str(), 1, Some("boom"))
+        );
+        assert!(r2.owner_token.is_none() && r2.finished_at.is_none());
+        let r3 = get(3).await;
+        assert_eq!(r3.status, Status::Cancelled.as_str());
+        assert_eq!(r3.cancel_reason.as_deref(), Some("operator"));
+        assert_eq!(r3.error_message.as_deref(), Some("stopped by an operator"));
+        let r4 = get(4).await;
+        assert_eq!(
+            (r4.status.as_str(), r4.retry_count),
+            (Status::Pending.as_str(), 0)
+        );
+        assert!(r4.started_at.is_none() && r4.owner_token.is_none());
+        assert_eq!(
+            get(5).await,
+            rows[5],
+            "the stale entry left its row as it was"
+        );
+        let r6 = get(6).await;
+        assert_eq!(r6.status, Status::Timeout.as_str());
+        assert_eq!(r6.error_message.as_deref(), Some("too slow"));
+        let r7 = get(7).await;
+        assert_eq!(
+            (r7.status.as_str(), r7.result),
+            (Status::Success.as_str(), None)
+        );
+        assert_cancelled_for_good(&get(8).await, 0);
+    }
+);
+
+backend_test!(
+    a_batch_larger_than_a_chunk_ends_every_row_it_owns,
+    |db: TestDb| async move {
+        let n = FINISH_CHUNK * 2 + 100;
+        seed_pending(&db.store, n, 0).await;
+        let rows = claim_all(&db.store, "w").await;
+        assert_eq!(rows.len(), n);
+        // Every 97th row was rescued and re-claimed by another worker meanwhile: its token moved.
+        let mut batch: Vec<Finish> = rows
+            .iter()
+            .map(|r| ending(r, End::Success(Some(serde_json::json!({"id": r.id})))))
+            .collect();
+        for f in batch.iter_mut().step_by(97) {
+            f.token = new_token();
+        }
+        let out = db.store.finish_many(&batch).await.unwrap();
+        for (i, (f, o)) in batch.iter().zip(&out).enumerate() {
+            if i % 97 == 0 {
+                assert_eq!(*o, None, "entry {i}");
+            } else {
+                assert_eq!(*o, Some(Finished::Success), "entry {i}");
+            }
+            let _ = f;
+        }
+        let lost = n.div_ceil(97) as u64;
+        assert_eq!(
+            count_status(&db.store, Status::Success).await,
+            n as u64 - lost
+        );
+        assert_eq!(count_status(&db.store, Status::Running).await, lost);
+        let one = db.store.execution(rows[1].id).await.unwrap().unwrap();
+        assert_eq!(one.result, Some(serde_json::json!({"id": rows[1].id})));
+    }
+);
+
+backend_test!(
+    racing_batches_end_each_attempt_once,
+    |db: TestDb| async move {
+        // Two holders of the same batch (a retried flush, a confused worker) race: each row is
+        // ended by exactly one of them.
+        seed_pending(&db.store, 300, 0).await;
+        let rows = claim_all(&db.store, "w").await;
+        let batch: Vec<Finish> = rows.iter().map(|r| ending(r, End::Success(None))).collect();
+        let barrier = Arc::new(Barrier::new(2));
+        let mut tasks = Vec::new();
+        for _ in 0..2 {
+            let store = db.new_store(4).await;
+            let batch = batch.clone();
+            let barrier = barrier.clone();
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                store.finish_many(&batch).await.unwrap()
+            }));
+        }
+        let mut ended = 0;
+        for t in tasks {
+            ended += t.await.unwrap().iter().filter(|o| o.is_some()).count();
+        }
+        assert_eq!(ended, 300, "every attempt ended once, by one of the two");
+        assert_eq!(count_status(&db.store, Status::Success).await, 300);
+    }
+);
 
 // ---- Cancels win, claims resolve, leases batch, identifiers compare as bytes ----
 

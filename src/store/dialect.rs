@@ -199,8 +199,61 @@ impl Sql {
         }
     }
 
+    /// Appends a value that a batched statement may set differently per row (see [`Arg`]).
+    pub fn arg(&mut self, arg: &Arg) -> &mut Self {
+        match arg {
+            Arg::Value(v) => self.bind(v.clone()),
+            Arg::Column(c) => self.push(c),
+            Arg::ById(pairs) => {
+                self.push("CASE id");
+                for (id, v) in pairs {
+                    self.push(" WHEN ").bind(*id).push(" THEN ").bind(v.clone());
+                }
+                self.push(" END")
+            }
+        }
+    }
+
+    /// Appends the database clock plus `seconds`, which may differ per row.
+    pub fn now_plus_arg(&mut self, seconds: &Arg) -> &mut Self {
+        if let Arg::Value(Value::Double(Some(s))) = seconds {
+            return self.now_plus(*s);
+        }
+        match self.dialect {
+            Dialect::Postgres => self
+                .push("(now() + (")
+                .arg(seconds)
+                .push(") * interval '1 second')"),
+            Dialect::MySql => self
+                .push("TIMESTAMPADD(MICROSECOND, ROUND((")
+                .arg(seconds)
+                .push(") * 1000000), UTC_TIMESTAMP(6))"),
+            Dialect::Sqlite => self
+                .push("strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now', printf('%+.3f seconds', ")
+                .arg(seconds)
+                .push("))"),
+        }
+    }
+
     pub fn build(self) -> Statement {
         Statement::from_sql_and_values(self.dialect.backend(), self.text, self.values)
+    }
+}
+
+/// A value set by a statement that may end many attempts at once: the same for every row,
+/// a column of the batch's row source (PostgreSQL and SQLite join the batch as a table), or
+/// `CASE id WHEN ... END` (MySQL, whose multi-table UPDATE does not promise the left-to-right
+/// SET order the retry rule relies on, so the batch stays a single-table UPDATE there).
+#[derive(Debug, Clone)]
+pub enum Arg<'a> {
+    Value(Value),
+    Column(&'a str),
+    ById(Vec<(i64, Value)>),
+}
+
+impl<'a> Arg<'a> {
+    pub fn value(v: impl Into<Value>) -> Arg<'a> {
+        Arg::Value(v.into())
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! - [`create`]: insert-if-absent on `UNIQUE(job_id, scheduled_time)`
 //! - [`claim`]: PENDING -> RUNNING by conditional update, with owner token and lease
-//! - [`transition`]: fenced transitions of a claimed attempt and lease renewal
+//! - [`transition`]: the retry rule, lease renewal and cancel polls of a claimed attempt
+//! - [`finish`]: how attempts end (success, failure, cancel, release), many per statement
 //! - [`rescue`]: expired leases back to PENDING, or final when retries are exhausted
 //! - [`crons`]: cron rows and the dispatcher's per-cron marker
 //! - [`operator`]: what an operator does to executions: run now, retry, cancel, delete
@@ -16,6 +17,7 @@ pub mod claim;
 pub mod create;
 pub mod crons;
 pub mod dialect;
+pub mod finish;
 pub mod operator;
 pub mod queries;
 pub mod rescue;

@@ -12,7 +12,7 @@
 
 use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait};
 
-use super::dialect::{Dialect, Sql};
+use super::dialect::{Arg, Dialect, Sql};
 use super::transition::{cancelled_while_running, retry_or_final};
 use super::{execution_rows, retry_transient, Store, StoreResult};
 use crate::entities::job_execution::{self, Status};
@@ -73,7 +73,13 @@ impl Store {
                 .now_plus(-grace_seconds);
         };
         let set = |q: &mut Sql| {
-            retry_or_final(q, Status::Failed, LEASE_EXPIRED_MESSAGE, &cancelled, 0.0);
+            retry_or_final(
+                q,
+                &Arg::value(Status::Failed.as_str()),
+                &Arg::value(LEASE_EXPIRED_MESSAGE),
+                &Arg::value(cancelled.as_str()),
+                &Arg::value(0.0),
+            );
         };
         match d {
             Dialect::Postgres => {

@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbErr, EntityTrait, FromQueryResult, TransactionTrait};
 
-use super::dialect::{Dialect, Sql};
+use super::dialect::{Arg, Dialect, Sql};
 use super::{retry_transient, Store, StoreResult};
 use crate::entities::job_execution::{self, CancelReason, Status};
 
@@ -88,35 +88,36 @@ const RETRIES_LEFT: &str = "CASE WHEN NOT cancel_requested AND retry_count < max
 /// Appends the SET list that ends a RUNNING row's attempt by the retry rule: back to
 /// PENDING after `backoff_seconds`, or final with `final_status`; a row an operator asked
 /// to cancel becomes CANCELLED instead, whatever its retries, in this same statement.
-/// Ownership is dropped either way.
+/// Ownership is dropped either way. Each value may differ per row ([`Arg`]): one rule for
+/// the rescuer's statement, a single failed attempt and a batch of them.
 ///
 /// `retry_count` is assigned last and `cancel_requested` never: MySQL evaluates SET
 /// assignments left to right against already-updated values, PostgreSQL and SQLite against
 /// the old row; this way every CASE reads the old values on all three.
 pub(crate) fn retry_or_final(
     q: &mut Sql,
-    final_status: Status,
-    error: &str,
-    cancelled_error: &str,
-    backoff_seconds: f64,
+    final_status: &Arg,
+    error: &Arg,
+    cancelled_error: &Arg,
+    backoff_seconds: &Arg,
 ) {
     q.push(" SET status = CASE WHEN cancel_requested THEN ")
         .bind(Status::Cancelled.as_str())
         .push(" WHEN retry_count < max_retry THEN ")
         .bind(Status::Pending.as_str())
         .push(" ELSE ")
-        .bind(final_status.as_str())
+        .arg(final_status)
         .push(" END, run_at = ")
         .push(RETRIES_LEFT)
-        .now_plus(backoff_seconds.max(0.0))
+        .now_plus_arg(backoff_seconds)
         .push(" ELSE run_at END, finished_at = ")
         .push(RETRIES_LEFT)
         .push("NULL ELSE ")
         .now()
         .push(" END, error_message = CASE WHEN cancel_requested THEN ")
-        .bind(truncate_error(cancelled_error))
+        .arg(cancelled_error)
         .push(" ELSE ")
-        .bind(truncate_error(error))
+        .arg(error)
         .push(" END, cancel_reason = CASE WHEN cancel_requested THEN ")
         .bind(CancelReason::Operator.as_str())
         .push(" ELSE cancel_reason END, owner_token = NULL, lease_expires_at = NULL, updated_at = ")
@@ -137,28 +138,6 @@ pub fn truncate_error(error: &str) -> String {
     }
 }
 
-/// `WHERE id = ? AND status = 'RUNNING' AND owner_token = ?`
-fn fenced(q: &mut Sql, id: i64, token: &str) {
-    q.push(" WHERE id = ")
-        .bind(id)
-        .push(" AND status = ")
-        .bind(Status::Running.as_str())
-        .push(" AND owner_token = ")
-        .bind(token);
-}
-
-#[derive(FromQueryResult)]
-struct AfterFail {
-    status: String,
-    retry_count: i32,
-    run_at: DateTime<Utc>,
-}
-
-#[derive(FromQueryResult)]
-struct AfterRelease {
-    status: String,
-}
-
 #[derive(FromQueryResult)]
 struct Renewed {
     id: i64,
@@ -173,167 +152,6 @@ struct IdToken {
 }
 
 impl Store {
-    /// RUNNING -> SUCCESS with the handler's result. `false`: the attempt was no longer ours.
-    ///
-    /// A cancel request that arrives after the handler returned does not undo its work: the
-    /// attempt ended before the cancel reached it, so it is recorded as it ended.
-    pub async fn succeed(
-        &self,
-        id: i64,
-        token: &str,
-        result: Option<serde_json::Value>,
-    ) -> StoreResult<bool> {
-        self.finish(id, token, Status::Success, None, None, result)
-            .await
-    }
-
-    /// RUNNING -> CANCELLED after the attempt was stopped on an operator's request.
-    pub async fn cancelled(&self, id: i64, token: &str, message: &str) -> StoreResult<bool> {
-        self.finish(
-            id,
-            token,
-            Status::Cancelled,
-            Some(message),
-            Some(CancelReason::Operator),
-            None,
-        )
-        .await
-    }
-
-    async fn finish(
-        &self,
-        id: i64,
-        token: &str,
-        status: Status,
-        error: Option<&str>,
-        reason: Option<CancelReason>,
-        result: Option<serde_json::Value>,
-    ) -> StoreResult<bool> {
-        let run = || async {
-            let mut q = Sql::new(self.dialect);
-            q.push("UPDATE job_executions SET status = ")
-                .bind(status.as_str())
-                .push(", result = ")
-                .bind(result.clone())
-                .push(", error_message = ")
-                .bind(error.map(truncate_error))
-                .push(", cancel_reason = ")
-                .bind(reason.map(CancelReason::as_str))
-                .push(", finished_at = ")
-                .now()
-                .push(", owner_token = NULL, lease_expires_at = NULL, updated_at = ")
-                .now();
-            fenced(&mut q, id, token);
-            Ok::<_, DbErr>(self.db.execute(q.build()).await?.rows_affected() == 1)
-        };
-        Ok(retry_transient(run).await?)
-    }
-
-    /// Runs a fenced UPDATE of execution `id` and reads `columns` of the row it left, in
-    /// the same statement (`RETURNING`) or, on MySQL, in the same transaction. `None`: the
-    /// update touched no row (the attempt was no longer ours).
-    async fn update_returning<T: FromQueryResult>(
-        &self,
-        mut q: Sql,
-        id: i64,
-        columns: &str,
-    ) -> Result<Option<T>, DbErr> {
-        match self.dialect {
-            Dialect::Postgres | Dialect::Sqlite => {
-                q.push(" RETURNING ").push(columns);
-                T::find_by_statement(q.build()).one(&self.db).await
-            }
-            Dialect::MySql => {
-                // The update's row lock holds until commit, so the read-back sees our write.
-                let txn = self.db.begin().await?;
-                if txn.execute(q.build()).await?.rows_affected() != 1 {
-                    txn.commit().await?;
-                    return Ok(None);
-                }
-                let mut read = Sql::new(self.dialect);
-                read.push("SELECT ")
-                    .push(columns)
-                    .push(" FROM job_executions WHERE id = ")
-                    .bind(id);
-                let row = T::find_by_statement(read.build()).one(&txn).await?;
-                txn.commit().await?;
-                Ok(row)
-            }
-        }
-    }
-
-    /// A failed or timed-out attempt: back to PENDING after `backoff_seconds` if retries
-    /// remain, else final; CANCELLED if an operator asked to cancel it meanwhile. `None`:
-    /// the attempt was no longer ours and nothing changed.
-    pub async fn fail(
-        &self,
-        id: i64,
-        token: &str,
-        failure: Failure,
-        error: &str,
-        backoff_seconds: f64,
-    ) -> StoreResult<Option<FailOutcome>> {
-        let how = match failure {
-            Failure::Failed => format!("failed: {error}"),
-            Failure::Timeout => format!("timed out: {error}"),
-        };
-        let cancelled_error = cancelled_while_running(&how);
-        let run = || async {
-            let mut q = Sql::new(self.dialect);
-            q.push("UPDATE job_executions");
-            retry_or_final(
-                &mut q,
-                failure.final_status(),
-                error,
-                &cancelled_error,
-                backoff_seconds,
-            );
-            fenced(&mut q, id, token);
-            let row: Option<AfterFail> = self
-                .update_returning(q, id, "status, retry_count, run_at")
-                .await?;
-            Ok::<_, DbErr>(row.map(|r| {
-                if r.status == Status::Pending.as_str() {
-                    FailOutcome::Retrying {
-                        retry_count: r.retry_count,
-                        run_at: r.run_at,
-                    }
-                } else if r.status == Status::Cancelled.as_str() {
-                    FailOutcome::Cancelled {
-                        retry_count: r.retry_count,
-                    }
-                } else {
-                    FailOutcome::Final {
-                        status: failure.final_status(),
-                        retry_count: r.retry_count,
-                    }
-                }
-            }))
-        };
-        Ok(retry_transient(run).await?)
-    }
-
-    /// RUNNING -> PENDING, eligible at once, without counting the attempt: the worker is
-    /// shutting down (or its pool crashed) and another worker should take the execution.
-    /// A row an operator asked to cancel becomes CANCELLED instead. `None`: no longer ours.
-    pub async fn release(&self, id: i64, token: &str) -> StoreResult<Option<Released>> {
-        let run = || async {
-            let mut q = Sql::new(self.dialect);
-            q.push("UPDATE job_executions");
-            release_set(&mut q);
-            fenced(&mut q, id, token);
-            let row: Option<AfterRelease> = self.update_returning(q, id, "status").await?;
-            Ok::<_, DbErr>(row.map(|r| {
-                if r.status == Status::Cancelled.as_str() {
-                    Released::Cancelled
-                } else {
-                    Released::Pending
-                }
-            }))
-        };
-        Ok(retry_transient(run).await?)
-    }
-
     /// Releases every RUNNING row of one claim (by its token), as [`Store::release`] does
     /// one: for a claim whose outcome was unknown when the worker stopped claiming. Returns
     /// how many rows it released; safe to repeat.
@@ -457,7 +275,7 @@ impl Store {
 /// The SET list of a release: PENDING, eligible now, not counted, unowned; or CANCELLED
 /// when an operator asked for it. Columns that read `cancel_requested` come first and it
 /// is never assigned (MySQL's left-to-right SET).
-fn release_set(q: &mut Sql) {
+pub(crate) fn release_set(q: &mut Sql) {
     q.push(" SET run_at = CASE WHEN cancel_requested THEN run_at ELSE ")
         .now()
         .push(
