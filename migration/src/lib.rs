@@ -8,6 +8,7 @@ mod m20261126_000001_initial;
 mod m20261126_000002_workers;
 mod m20261126_000003_execution_list_index;
 mod m20261201_000004_hardening;
+mod m20261201_000005_claim_order_index;
 pub mod types;
 
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000002_workers::Migration),
             Box::new(m20261126_000003_execution_list_index::Migration),
             Box::new(m20261201_000004_hardening::Migration),
+            Box::new(m20261201_000005_claim_order_index::Migration),
         ]
     }
 }

@@ -189,7 +189,8 @@ impl Store {
                 set_running(&mut q);
                 q.push(" WHERE id IN (");
                 pick(&mut q);
-                q.push(") AND status = ")
+                // `+status`: reach the picked rows by id, not by scanning every PENDING row.
+                q.push(") AND +status = ")
                     .bind(Status::Pending.as_str())
                     .push(" RETURNING ")
                     .push(job_execution::select_list(false));

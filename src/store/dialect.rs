@@ -60,6 +60,16 @@ impl Dialect {
         }
     }
 
+    /// Put before a column in a WHERE term that must not pick the index: SQLite's unary `+`
+    /// keeps it from reaching rows through a status index (scanning every RUNNING or PENDING
+    /// row) when the statement names them by primary key. Nothing elsewhere.
+    pub fn no_index(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "+",
+            Dialect::Postgres | Dialect::MySql => "",
+        }
+    }
+
     /// Row locks that skip rows other transactions hold (SQLite serialises writers instead).
     pub fn skip_locked(self) -> &'static str {
         match self {

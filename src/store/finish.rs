@@ -250,6 +250,7 @@ impl Store {
                     "b_final": v.final_status,
                     "b_cancelled": v.cancelled_error,
                     "b_backoff": v.backoff,
+                    "b_running": Status::Running.as_str(),
                 })
             })
             .collect();
@@ -279,7 +280,7 @@ impl Store {
                 q.push(" FROM jsonb_to_recordset(").bind(batch).push(
                     ") AS b(b_id bigint, b_token text, b_status text, b_result text, \
                      b_error text, b_reason text, b_final text, b_cancelled text, \
-                     b_backoff float8)",
+                     b_backoff float8, b_running text)",
                 );
             }
             _ => {
@@ -294,6 +295,7 @@ impl Store {
                     "b_final",
                     "b_cancelled",
                     "b_backoff",
+                    "b_running",
                 ]
                 .iter()
                 .enumerate()
@@ -311,12 +313,22 @@ impl Store {
                     .push(")) AS b");
             }
         }
+        // The rows are reached by primary key. `status = 'RUNNING'` as a plain restriction
+        // lets the planner scan the status index instead (SQLite without statistics,
+        // PostgreSQL through index entries of rows that finished long ago, dead until
+        // vacuum): compared with the batch's column it is a join condition. PostgreSQL
+        // also gets the ids as an array, so its estimate leads with the primary key.
         q.push(
             " WHERE job_executions.id = b.b_id AND job_executions.owner_token = b.b_token \
-             AND job_executions.status = ",
-        )
-        .bind(Status::Running.as_str())
-        .push(
+             AND job_executions.status = b.b_running",
+        );
+        if d == Dialect::Postgres {
+            let ids: Vec<String> = chunk.iter().map(|f| f.id.to_string()).collect();
+            q.push(" AND job_executions.id = ANY(CAST(")
+                .bind(format!("{{{}}}", ids.join(",")))
+                .push(" AS bigint[]))");
+        }
+        q.push(
             " RETURNING job_executions.id, job_executions.status, \
              job_executions.retry_count, job_executions.run_at",
         );

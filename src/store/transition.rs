@@ -218,9 +218,16 @@ impl Store {
         lease_seconds: f64,
     ) -> Result<Vec<Renewed>, DbErr> {
         const COLUMNS: &str = "id, lease_expires_at, cancel_requested";
+        let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
+        // The id list reaches the rows by primary key on every dialect (SQLite cannot from
+        // the row-value list alone, and must not from the status index: `no_index`).
         let fence = |q: &mut Sql| {
-            q.push(" WHERE status = ")
+            q.push(" WHERE ")
+                .push(self.dialect.no_index())
+                .push("status = ")
                 .bind(Status::Running.as_str())
+                .push(" AND id IN ")
+                .bind_list(&ids)
                 .push(" AND ")
                 .id_token_in(chunk);
         };

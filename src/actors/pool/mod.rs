@@ -22,8 +22,8 @@
 //! Database writes run in spawned tasks that report back by message, so a slow or absent
 //! database never stops the pool from enforcing deadlines.
 
+mod completer;
 mod leases;
-mod record;
 
 pub use leases::CANCEL_POLL_INTERVAL;
 
@@ -45,8 +45,14 @@ use crate::entities::job_execution::Model as Execution;
 use crate::handlers::{ExecutionContext, HandlerError};
 use crate::store::claim::{new_token, ClaimRequest};
 use crate::store::Store;
+use completer::{Completer, Ended, Outcome};
 use leases::Renewals;
-use record::{spawn_record, Outcome};
+
+/// Claims one pool may have in flight at once.
+const CLAIMS_IN_FLIGHT_MAX: usize = 2;
+
+/// Claims pause while this many ended attempts wait to be written.
+const UNWRITTEN_MAX: usize = 10_000;
 
 /// Longest pause between two tries to resolve a claim whose outcome is unknown.
 const RESOLVE_RETRY_MAX: Duration = Duration::from_secs(5);
@@ -120,8 +126,8 @@ pub enum PoolMsg {
     LeaseDeadline(i64),
     /// An attempt reached its timeout.
     Deadline(i64),
-    /// The outcome of this execution's attempt is written (or given up on): its slot is free.
-    Recorded(i64),
+    /// The outcomes of these executions' attempts are written (or given up on).
+    Recorded(Vec<i64>),
     /// Stop claiming and drain.
     Drain,
     /// The drain's grace period is over: release what still runs.
@@ -188,9 +194,16 @@ pub struct PoolState {
     handlers: Vec<String>,
     running: HashMap<i64, Running>,
     by_actor: HashMap<ActorId, i64>,
-    /// Attempts that ended and whose outcome is being written; they keep their slot.
+    /// Attempts that ended and whose outcome the completer is writing. Their slots are
+    /// free; the drain waits for them, and claims pause while [`UNWRITTEN_MAX`] wait.
     recording: HashSet<i64>,
+    completer: Completer,
+    /// A `Poll` is queued behind the supervision events already waiting, so attempts that
+    /// end together free their slots before one claim takes them all.
+    poll_queued: bool,
+    /// Slots reserved by claims in flight, and how many claims those are.
     claim_in_flight: usize,
+    claims: usize,
     heartbeat_in_flight: bool,
     cancel_poll_in_flight: bool,
     draining: bool,
@@ -202,7 +215,7 @@ pub struct PoolState {
 
 impl PoolState {
     fn used(&self) -> usize {
-        self.running.len() + self.recording.len() + self.claim_in_flight
+        self.running.len() + self.claim_in_flight
     }
 
     fn idle(&self) -> bool {
@@ -257,6 +270,12 @@ impl Actor for WorkerPool {
             ticker(&myself, config.heartbeat_interval, || PoolMsg::Heartbeat),
             ticker(&myself, CANCEL_POLL_INTERVAL, || PoolMsg::CancelPoll),
         ];
+        let completer = Completer::start(
+            shared.store.clone(),
+            shared.worker_id.clone(),
+            config.clone(),
+            myself.clone(),
+        );
         myself.send_message(PoolMsg::Poll)?;
         Ok(PoolState {
             shared,
@@ -266,7 +285,10 @@ impl Actor for WorkerPool {
             running: HashMap::new(),
             by_actor: HashMap::new(),
             recording: HashSet::new(),
+            completer,
+            poll_queued: false,
             claim_in_flight: 0,
+            claims: 0,
             heartbeat_in_flight: false,
             cancel_poll_in_flight: false,
             draining: false,
@@ -306,7 +328,10 @@ impl Actor for WorkerPool {
     ) -> Result<(), ActorProcessingErr> {
         crate::metrics::message_handled("worker_pool");
         match msg {
-            PoolMsg::Poll => poll(&myself, state),
+            PoolMsg::Poll => {
+                state.poll_queued = false;
+                poll(&myself, state)
+            }
             PoolMsg::Claimed {
                 rows,
                 lease_sent,
@@ -330,8 +355,10 @@ impl Actor for WorkerPool {
                     );
                 }
             }
-            PoolMsg::Recorded(id) => {
-                state.recording.remove(&id);
+            PoolMsg::Recorded(ids) => {
+                for id in ids {
+                    state.recording.remove(&id);
+                }
                 if state.draining {
                     stop_if_drained(&myself, state);
                 } else {
@@ -374,6 +401,7 @@ impl Actor for WorkerPool {
                         "shutdown timeout with a claim still unresolved; its rows, if it took any, return when their lease expires"
                     );
                     state.claim_in_flight = 0;
+                    state.claims = 0;
                 }
                 stop_if_drained(&myself, state);
             }
@@ -448,17 +476,56 @@ impl Actor for WorkerPool {
                 }
             }
             Some(outcome) => {
-                state.recording.insert(id);
-                spawn_record(&myself, state, run.execution, run.token, outcome, elapsed);
+                hand_over(state, run.execution, run.token, outcome, elapsed);
+                queue_poll(&myself, state);
             }
         }
         Ok(())
     }
 }
 
-fn poll(myself: &ActorRef<PoolMsg>, state: &mut PoolState) {
-    if state.draining || state.claim_in_flight > 0 {
+/// Gives an ended attempt to the completer; its slot is free from now on.
+fn hand_over(
+    state: &mut PoolState,
+    execution: Execution,
+    token: String,
+    outcome: Outcome,
+    elapsed: Duration,
+) {
+    state.recording.insert(execution.id);
+    state.completer.push(Ended {
+        execution,
+        token,
+        outcome,
+        elapsed,
+    });
+}
+
+/// Claims after the supervision events already queued have been handled (ractor handles
+/// them before messages), so the slots they free go into one claim.
+fn queue_poll(myself: &ActorRef<PoolMsg>, state: &mut PoolState) {
+    if state.draining {
+        stop_if_drained(myself, state);
         return;
+    }
+    if !state.poll_queued && myself.send_message(PoolMsg::Poll).is_ok() {
+        state.poll_queued = true;
+    }
+}
+
+fn poll(myself: &ActorRef<PoolMsg>, state: &mut PoolState) {
+    // A second claim may run while one is in flight, so slots freed meanwhile do not wait
+    // a round trip; never while claims are failing.
+    let limit = if state.claim_errors > 0 {
+        1
+    } else {
+        CLAIMS_IN_FLIGHT_MAX
+    };
+    if state.draining || state.claims >= limit {
+        return;
+    }
+    if state.recording.len() >= UNWRITTEN_MAX {
+        return; // the completer is behind (a slow database): the next write polls again
     }
     let free = state.config.concurrency.saturating_sub(state.used());
     if free == 0 {
@@ -467,8 +534,16 @@ fn poll(myself: &ActorRef<PoolMsg>, state: &mut PoolState) {
     if let Some((_, timer)) = state.poll_timer.take() {
         timer.abort();
     }
+    let target = state
+        .config
+        .concurrency
+        .min(state.config.claim_batch_size as usize);
+    if state.claims > 0 && free < target.div_ceil(2) {
+        return; // the claim in flight returns soon: let freed slots gather for one claim
+    }
     let requested = free.min(state.config.claim_batch_size as usize);
-    state.claim_in_flight = requested;
+    state.claim_in_flight += requested;
+    state.claims += 1;
     let store = state.shared.store.clone();
     let handlers = state.handlers.clone();
     let worker_id = state.shared.worker_id.clone();
@@ -594,7 +669,8 @@ async fn claimed(
     next_due: Option<Duration>,
     error: Option<String>,
 ) {
-    state.claim_in_flight = 0;
+    state.claim_in_flight = state.claim_in_flight.saturating_sub(requested);
+    state.claims = state.claims.saturating_sub(1);
     let full = error.is_none() && rows.len() == requested;
     // A failed claim was logged when it was resolved (`resolve_claim`); the next claim waits
     // a backoff, the database having just failed.
@@ -634,9 +710,9 @@ async fn claimed(
 
 /// Gives a claimed row back without running it (not counted).
 fn release_unstarted(myself: &ActorRef<PoolMsg>, state: &mut PoolState, row: Execution) {
-    state.recording.insert(row.id);
     let token = row.owner_token.clone().unwrap_or_default();
-    spawn_record(myself, state, row, token, Outcome::Release, Duration::ZERO);
+    hand_over(state, row, token, Outcome::Release, Duration::ZERO);
+    queue_poll(myself, state);
 }
 
 async fn start_attempt(
@@ -717,15 +793,14 @@ async fn start_attempt(
             crate::metrics::task_actors_running(state.running.len());
         }
         Err(e) => {
-            state.recording.insert(id);
-            spawn_record(
-                myself,
+            hand_over(
                 state,
                 row,
                 token,
                 Outcome::Failed(format!("cannot start the attempt: {e}")),
                 Duration::ZERO,
             );
+            queue_poll(myself, state);
         }
     }
 }
