@@ -136,18 +136,22 @@ pub async fn run(
 
     let threads = Arc::new(Mutex::new(Vec::new()));
     let recorded = threads.clone();
-    let dispatcher_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .max_blocking_threads(2)
-        .thread_name("jobu-bench-dispatcher")
-        .enable_all()
-        .on_thread_start(move || {
-            if let Ok(mut t) = recorded.lock() {
-                t.push(thread_id());
-            }
-        })
-        .build()
-        .map_err(|e| BenchError::Failed(format!("cannot start the dispatcher's runtime: {e}")))?;
+    let dispatcher_rt = OwnRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(2)
+            .thread_name("jobu-bench-dispatcher")
+            .enable_all()
+            .on_thread_start(move || {
+                if let Ok(mut t) = recorded.lock() {
+                    t.push(thread_id());
+                }
+            })
+            .build()
+            .map_err(|e| {
+                BenchError::Failed(format!("cannot start the dispatcher's runtime: {e}"))
+            })?,
+    ));
     let dispatcher_cpu = || -> f64 {
         threads
             .lock()
@@ -163,6 +167,7 @@ pub async fn run(
     dispatcher_settings.worker.id = Some(format!("bench-{}-dispatcher", std::process::id()));
     let db = settings.default_database().clone();
     let started = dispatcher_rt
+        .handle()?
         .spawn(async move {
             let store = crate::store::Store::connect(&db).await?;
             let running = Runtime::new(dispatcher_settings)
@@ -177,7 +182,6 @@ pub async fn run(
         Ok(started) => started,
         Err(e) => {
             stop_all(vec![workers]).await;
-            dispatcher_rt.shutdown_background();
             return Err(e);
         }
     };
@@ -191,12 +195,13 @@ pub async fn run(
 
     dispatcher.shutdown();
     let _ = dispatcher_rt
+        .handle()?
         .spawn(async move {
             let _ = dispatcher.wait().await;
             let _ = dispatcher_store.close().await;
         })
         .await;
-    dispatcher_rt.shutdown_background();
+    drop(dispatcher_rt);
     let expected_fires: Vec<DateTime<Utc>> = Schedule::parse(&expr, "UTC")
         .map_err(|e| BenchError::Failed(e.to_string()))?
         .iter_after(t_start)
@@ -316,6 +321,27 @@ pub async fn run(
         settings_value(used),
         notes,
     ))
+}
+
+/// A tokio runtime owned by async code: dropped (on any path, a cancelled run included) it
+/// shuts down in the background, as a runtime may not block inside another.
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl OwnRuntime {
+    fn handle(&self) -> Result<&tokio::runtime::Handle, BenchError> {
+        self.0
+            .as_ref()
+            .map(|rt| rt.handle())
+            .ok_or_else(|| BenchError::Failed("the dispatcher's runtime is gone".into()))
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// The database clock, read on the bench's own connection.
