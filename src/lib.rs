@@ -9,8 +9,10 @@
 //! - [`telemetry`]: tracing setup (text or JSON)
 //! - [`metrics`]: Prometheus metrics of executions and actors
 //! - [`http`]: the admin API, console, health and metrics endpoints
+//! - [`bench`]: `jobu bench`, throughput and latency scenarios on a scratch database
 
 pub mod actors;
+pub mod bench;
 pub mod config;
 pub mod entities;
 pub mod handlers;

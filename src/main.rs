@@ -51,6 +51,71 @@ enum Command {
         #[command(subcommand)]
         command: CronCommand,
     },
+    /// Measure throughput and latency in this process on a scratch database of its own
+    Bench {
+        #[command(subcommand)]
+        scenario: BenchCommand,
+        /// A PostgreSQL or MySQL/MariaDB server, where the bench creates (and then drops) a
+        /// database of its own through the URL's database, or a SQLite file
+        /// [default: a new SQLite file in a temporary folder]
+        #[arg(long, global = true, value_name = "URL")]
+        database_url: Option<String>,
+        /// Run on a SQLite file that already holds jobu's tables (they are emptied)
+        #[arg(long, global = true)]
+        force: bool,
+        /// Print one JSON object on stdout instead of lines
+        #[arg(long, global = true)]
+        json: bool,
+        /// Run R times, each on a fresh database, and report medians with min and max
+        #[arg(long, global = true, default_value_t = 1, value_name = "R")]
+        repeat: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Bulk-insert N no-op executions, then run them all with K worker pools
+    Drain {
+        #[arg(long, default_value_t = 20_000, value_name = "N")]
+        jobs: u64,
+        /// Worker pools, each with its own connection pool
+        #[arg(long, default_value_t = 1, value_name = "K")]
+        workers: u32,
+        /// Attempts at once per pool [default: worker.concurrency]
+        #[arg(long, value_name = "C")]
+        concurrency: Option<u32>,
+        /// Executions per claim [default: worker.claim_batch_size]
+        #[arg(long, value_name = "B")]
+        batch: Option<u32>,
+    },
+    /// Create N executions one at a time while workers are idle: creation-to-start latency
+    Trigger {
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        jobs: u64,
+    },
+    /// M crons firing every S seconds for T seconds: every fire time once, schedule lag,
+    /// dispatcher CPU share
+    Cron {
+        #[arg(long, default_value_t = 100, value_name = "M")]
+        crons: u64,
+        #[arg(long, default_value_t = 1, value_name = "S")]
+        every: u64,
+        #[arg(long = "for", default_value_t = 30, value_name = "T")]
+        for_seconds: u64,
+        /// Attempts at once in the worker pool [default: worker.concurrency]
+        #[arg(long, value_name = "C")]
+        concurrency: Option<u32>,
+    },
+    /// N sleeping attempts at once in one pool: peak RSS
+    Sleep {
+        #[arg(long, default_value_t = 1000, value_name = "N")]
+        jobs: u64,
+        #[arg(long, default_value_t = 5.0, value_name = "S")]
+        seconds: f64,
+        /// Executions per claim [default: worker.claim_batch_size]
+        #[arg(long, value_name = "B")]
+        batch: Option<u32>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -88,6 +153,22 @@ fn main() -> ExitCode {
                     count,
                 },
         } => cron_next(&expression, &tz, from.as_deref(), count),
+        Command::Bench {
+            scenario,
+            database_url,
+            force,
+            json,
+            repeat,
+        } => bench(
+            cli.config,
+            scenario,
+            jobu::bench::Options {
+                database_url,
+                force,
+                repeat,
+            },
+            json,
+        ),
         Command::Migrate => {
             let settings = match load_settings(cli.config) {
                 Ok(s) => s,
@@ -132,12 +213,89 @@ fn daemon(config: Option<PathBuf>, roles: Roles) -> ExitCode {
 }
 
 fn load_settings(dir: Option<PathBuf>) -> Result<Settings, ExitCode> {
-    let settings = Settings::load(&ConfigSource { dir, env: None }).map_err(|e| {
-        eprintln!("jobu: {e}");
-        ExitCode::from(EXIT_USAGE)
-    })?;
+    let settings = read_settings(dir)?;
     jobu::telemetry::init(&settings.logging);
     Ok(settings)
+}
+
+fn read_settings(dir: Option<PathBuf>) -> Result<Settings, ExitCode> {
+    Settings::load(&ConfigSource { dir, env: None }).map_err(|e| {
+        eprintln!("jobu: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+fn bench(
+    config: Option<PathBuf>,
+    command: BenchCommand,
+    options: jobu::bench::Options,
+    json: bool,
+) -> ExitCode {
+    use jobu::bench::{BenchError, Scenario};
+    let settings = match read_settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    jobu::bench::init_logging(&settings.logging);
+    let scenario = match command {
+        BenchCommand::Drain {
+            jobs,
+            workers,
+            concurrency,
+            batch,
+        } => Scenario::Drain {
+            jobs,
+            workers,
+            concurrency,
+            batch,
+        },
+        BenchCommand::Trigger { jobs } => Scenario::Trigger { jobs },
+        BenchCommand::Cron {
+            crons,
+            every,
+            for_seconds,
+            concurrency,
+        } => Scenario::Cron {
+            crons,
+            every,
+            for_seconds,
+            concurrency,
+        },
+        BenchCommand::Sleep {
+            jobs,
+            seconds,
+            batch,
+        } => Scenario::Sleep {
+            jobs,
+            seconds,
+            batch,
+        },
+    };
+    runtime().block_on(async move {
+        match jobu::bench::run(&settings, &scenario, &options).await {
+            Ok(report) => {
+                if json {
+                    println!("{}", report.to_json());
+                } else {
+                    print!("{}", report.to_text());
+                }
+                if report.ok {
+                    ExitCode::SUCCESS
+                } else {
+                    eprintln!("jobu bench: a correctness check failed (`ok` is false)");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
+            Err(BenchError::Usage(m)) => {
+                eprintln!("jobu bench: {m}");
+                ExitCode::from(EXIT_USAGE)
+            }
+            Err(BenchError::Failed(m)) => {
+                eprintln!("jobu bench: {m}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
+    })
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -3184,3 +3184,177 @@ async fn spec_examples_are_accepted() {
     })
     .await;
 }
+
+// `POST /api/jobs` with a list: all created in order, or none; the limit; each item
+// checked as a single one is, its errors naming the item.
+backend_test!(executions_created_from_a_list, |db: TestDb| async move {
+    const LIMIT: usize = 1000;
+    let server = AdminServer::start(&db, "admin", "bulk", &[]).await;
+    let api = &server.api;
+
+    let later = (Utc::now() + chrono::Duration::hours(3))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let items = json!([
+        {"handler_name": "noop", "params": {"n": 0}},
+        {"handler_name": "sleep", "params": {"seconds": 1}, "run_at": later, "max_retry": 2,
+            "timeout_seconds": 30},
+        {"handler_name": "noop", "params": {"n": 2}},
+    ]);
+    let created = api.post("/api/jobs", &items).await.expect(201);
+    let created_ids: Vec<i64> = created
+        .as_array()
+        .unwrap_or_else(|| panic!("a list answers a list of ids: {created}"))
+        .iter()
+        .map(|v| v.as_i64().unwrap_or_else(|| panic!("not an id: {v}")))
+        .collect();
+    assert_eq!(created_ids.len(), 3, "{created}");
+    for (i, id) in created_ids.iter().enumerate() {
+        let job = api.get(&format!("/api/jobs/{id}")).await.expect(200);
+        let given = &items[i];
+        assert_eq!(
+            job["handler_name"], given["handler_name"],
+            "item {i}: {job}"
+        );
+        assert_eq!(job["params"], given["params"], "item {i}: {job}");
+        assert_eq!(job["param_source"], "api");
+        assert_eq!(job["status"], "PENDING");
+        assert_eq!(job["job_id"], Value::Null);
+        assert_eq!(
+            job["max_retry"],
+            given.get("max_retry").cloned().unwrap_or(json!(0))
+        );
+        assert_eq!(
+            job["timeout_seconds"],
+            given.get("timeout_seconds").cloned().unwrap_or(json!(300))
+        );
+    }
+    let second = api
+        .get(&format!("/api/jobs/{}", created_ids[1]))
+        .await
+        .expect(200);
+    assert_eq!(instant(&second["run_at"]), instant(&json!(later)));
+    assert_eq!(count_executions(&db, None).await, 3);
+
+    // The single form answers the execution, as before.
+    let one = api
+        .post("/api/jobs", &json!({"handler_name": "noop"}))
+        .await
+        .expect(201);
+    assert_eq!(one["status"], "PENDING", "{one}");
+    assert!(one["id"].is_i64(), "{one}");
+
+    assert_eq!(
+        api.post("/api/jobs", &json!([])).await.expect(201),
+        json!([])
+    );
+
+    // Exactly the limit goes in whole, in order.
+    let full: Vec<Value> = (0..LIMIT)
+        .map(|i| json!({"handler_name": "noop", "params": {"i": i}}))
+        .collect();
+    let ids_full = api.post("/api/jobs", &json!(full)).await.expect(201);
+    let ids_full: Vec<i64> = ids_full
+        .as_array()
+        .expect("ids")
+        .iter()
+        .filter_map(Value::as_i64)
+        .collect();
+    assert_eq!(ids_full.len(), LIMIT);
+    assert_eq!(
+        ids_full.iter().collect::<BTreeSet<_>>().len(),
+        LIMIT,
+        "ids are distinct"
+    );
+    for i in [0, 1, 499, LIMIT - 1] {
+        let job = api
+            .get(&format!("/api/jobs/{}", ids_full[i]))
+            .await
+            .expect(200);
+        assert_eq!(
+            job["params"],
+            json!({"i": i}),
+            "id {} of item {i}",
+            ids_full[i]
+        );
+    }
+    let rows = count_executions(&db, None).await;
+    assert_eq!(rows, 4 + LIMIT as u64);
+
+    // Refused lists write nothing.
+    let mut over = full.clone();
+    over.push(json!({"handler_name": "noop"}));
+    let error = api.post("/api/jobs", &json!(over)).await.expect_error(422);
+    assert!(
+        error.message.contains(&LIMIT.to_string()),
+        "the refusal names the limit: {error:?}"
+    );
+    let ok = json!({"handler_name": "noop"});
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (
+            json!([ok, ok, {"handler_name": "no-such-handler"}]),
+            422,
+            "[2].handler_name",
+        ),
+        (
+            json!([ok, {"handler_name": "sleep", "params": {"seconds": "long"}}]),
+            422,
+            "[1].params",
+        ),
+        (
+            json!([ok, {"handler_name": "noop", "max_retry": "three"}]),
+            400,
+            "[1].max_retry",
+        ),
+        (
+            json!([{"handler_name": "noop", "max_retry": 101}]),
+            422,
+            "[0].max_retry",
+        ),
+        (
+            json!([ok, {"handler_name": "noop", "run_at": "tomorrow"}]),
+            400,
+            "[1].run_at",
+        ),
+        (
+            json!([ok, {"handler_name": "noop", "colour": "red"}]),
+            400,
+            "[1].colour",
+        ),
+        (json!([ok, {"params": {}}]), 400, "[1].handler_name"),
+        (json!([ok, 7]), 400, "[1]"),
+    ];
+    for (body, status, field) in cases {
+        let reply = api.post("/api/jobs", &body).await;
+        let error = reply.expect_error_field(status, field);
+        if status == 422 && field.ends_with("handler_name") {
+            assert!(error.message.starts_with("item 2: "), "{error:?}");
+        }
+    }
+    assert_eq!(
+        count_executions(&db, None).await,
+        rows,
+        "a refused list wrote rows"
+    );
+
+    // The spec: an object or a list of at most the limit.
+    let spec = api.get("/openapi.json").await.expect(200);
+    let content = &spec["paths"]["/api/jobs"]["post"]["requestBody"]["content"];
+    let schema = content
+        .as_object()
+        .and_then(|c| c.iter().find(|(t, _)| t.starts_with("application/json")))
+        .map(|(_, media)| &media["schema"])
+        .unwrap_or_else(|| panic!("no JSON request body: {content}"));
+    let one_of = schema["oneOf"]
+        .as_array()
+        .unwrap_or_else(|| panic!("request schema: {schema}"));
+    assert_eq!(
+        one_of[0]["$ref"], "#/components/schemas/ExecutionCreate",
+        "{schema}"
+    );
+    assert_eq!(one_of[1]["type"], "array", "{schema}");
+    assert_eq!(one_of[1]["maxItems"], LIMIT, "{schema}");
+    assert_eq!(
+        one_of[1]["items"]["$ref"], "#/components/schemas/ExecutionCreate",
+        "{schema}"
+    );
+});

@@ -20,7 +20,7 @@ use jobu::store::queries::ExecutionFilter;
 use jobu::store::transition::{FailOutcome, Failure, Lease, Released};
 use jobu::store::workers::Presence;
 use jobu::store::Store;
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
 use tokio::sync::Barrier;
 
 use common::TestDb;
@@ -2085,3 +2085,174 @@ async fn postgres_claims_take_at_most_their_limit_under_a_rescanning_plan() {
     assert_eq!(seen.len(), ROWS);
     db.cleanup().await;
 }
+
+/// An ad-hoc execution for bulk enqueue, telling its place by its params.
+fn bulk_row(tag: &str, i: usize, due: DateTime<Utc>) -> NewExecution {
+    NewExecution {
+        job_id: None,
+        handler_name: HANDLER.to_string(),
+        scheduled_time: due,
+        run_at: due + Duration::milliseconds(i as i64 % 7),
+        params: Some(serde_json::json!({"tag": tag, "i": i})),
+        param_source: ParamSource::Api,
+        max_retry: (i % 4) as i32,
+        timeout_seconds: 60 + (i % 5) as i32,
+    }
+}
+
+/// Every id is the row that was given at its place.
+async fn assert_bulk_rows(store: &Store, ids: &[i64], rows: &[NewExecution]) {
+    assert_eq!(ids.len(), rows.len());
+    let stored: HashMap<i64, job_execution::Model> = JobExecutions::find()
+        .filter(job_execution::Column::Id.is_in(ids.to_vec()))
+        .all(store.connection())
+        .await
+        .expect("read bulk rows")
+        .into_iter()
+        .map(|r| (r.id, r))
+        .collect();
+    assert_eq!(
+        stored.len(),
+        ids.len(),
+        "ids are distinct and every row exists"
+    );
+    for (id, given) in ids.iter().zip(rows) {
+        let row = &stored[id];
+        assert_eq!(row.params, given.params, "execution {id}");
+        assert_eq!(row.status, Status::Pending.as_str());
+        assert_eq!(row.job_id, None);
+        assert_eq!(row.handler_name, given.handler_name);
+        assert_eq!(row.param_source, ParamSource::Api.as_str());
+        assert_eq!(row.retry_count, 0);
+        assert_eq!(row.max_retry, given.max_retry);
+        assert_eq!(row.timeout_seconds, given.timeout_seconds);
+        assert_eq!(row.scheduled_time, given.scheduled_time);
+        assert_eq!(row.run_at, given.run_at);
+        assert!(!row.cancel_requested);
+        assert!(row.owner_token.is_none() && row.started_at.is_none());
+    }
+}
+
+backend_test!(bulk_create_keeps_input_order, |db: TestDb| async move {
+    let due = db.store.now().await.unwrap() - Duration::seconds(5);
+    assert_eq!(db.store.create_many(&[]).await.unwrap(), Vec::<i64>::new());
+    assert_eq!(count_status(&db.store, Status::Pending).await, 0);
+
+    let one = vec![bulk_row("one", 0, due)];
+    let ids = db.store.create_many(&one).await.unwrap();
+    assert_bulk_rows(&db.store, &ids, &one).await;
+
+    // Three statements' worth, the last one partial.
+    let many: Vec<NewExecution> = (0..2500).map(|i| bulk_row("many", i, due)).collect();
+    let ids = db.store.create_many(&many).await.unwrap();
+    assert_bulk_rows(&db.store, &ids, &many).await;
+    assert_eq!(count_status(&db.store, Status::Pending).await, 2501);
+
+    // Every one is claimable, once.
+    let h = handlers();
+    let mut claimed = HashSet::new();
+    loop {
+        let batch = db.store.claim(&claim_req("w", &h, 500)).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        for row in batch {
+            assert!(claimed.insert(row.id), "execution {} claimed twice", row.id);
+        }
+    }
+    assert_eq!(claimed.len(), 2501);
+    assert!(ids.iter().all(|id| claimed.contains(id)));
+});
+
+backend_test!(
+    bulk_create_with_a_bad_row_creates_nothing,
+    |db: TestDb| async move {
+        let due = db.store.now().await.unwrap();
+        let mut rows: Vec<NewExecution> = (0..2000).map(|i| bulk_row("bad", i, due)).collect();
+
+        // A cron's row is refused before anything is written.
+        rows[1700].job_id = Some(1);
+        let err = db.store.create_many(&rows).await.unwrap_err();
+        assert!(
+            matches!(err, jobu::store::StoreError::Invalid(ref m) if m.contains("1700")),
+            "{err}"
+        );
+        rows[1700].job_id = None;
+
+        // A row the database refuses, in the second statement, undoes the first one too.
+        match db.backend {
+            common::Backend::Sqlite => {
+                // SQLite does not enforce column lengths; a trigger refuses the row instead.
+                db.store
+                    .connection()
+                    .execute_unprepared(
+                        "CREATE TRIGGER refuse_boom BEFORE INSERT ON job_executions \
+                         WHEN NEW.handler_name = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END",
+                    )
+                    .await
+                    .unwrap();
+                rows[1500].handler_name = "boom".into();
+            }
+            // Longer than the column (MySQL in its default strict mode).
+            _ => rows[1500].handler_name = "x".repeat(101),
+        }
+        db.store
+            .create_many(&rows)
+            .await
+            .expect_err("a row the database refuses fails the bulk");
+        let total = JobExecutions::find()
+            .count(db.store.connection())
+            .await
+            .unwrap();
+        assert_eq!(total, 0, "a failed bulk left rows behind");
+
+        // The same bulk without the bad row goes in whole.
+        rows[1500].handler_name = HANDLER.into();
+        let ids = db.store.create_many(&rows).await.unwrap();
+        assert_bulk_rows(&db.store, &ids, &rows).await;
+    }
+);
+
+backend_test!(
+    concurrent_bulk_creates_get_disjoint_ids,
+    |db: TestDb| async move {
+        const TASKS: usize = 2;
+        const ROUNDS: usize = 3;
+        const ROWS: usize = 1500;
+        let due = db.store.now().await.unwrap();
+        let barrier = Arc::new(Barrier::new(TASKS));
+        let mut tasks = Vec::new();
+        for t in 0..TASKS {
+            let store = db.new_store(2).await;
+            let barrier = barrier.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                for round in 0..ROUNDS {
+                    let tag = format!("t{t}-r{round}");
+                    let rows: Vec<NewExecution> =
+                        (0..ROWS).map(|i| bulk_row(&tag, i, due)).collect();
+                    barrier.wait().await;
+                    let ids = store.create_many(&rows).await.expect("concurrent bulk");
+                    mine.push((rows, ids));
+                }
+                let _ = store.close().await;
+                mine
+            }));
+        }
+        let mut seen = HashSet::new();
+        for task in tasks {
+            for (rows, ids) in task.await.expect("bulk task") {
+                assert_bulk_rows(&db.store, &ids, &rows).await;
+                for id in ids {
+                    assert!(seen.insert(id), "id {id} returned twice");
+                }
+            }
+        }
+        assert_eq!(seen.len(), TASKS * ROUNDS * ROWS);
+        let total = JobExecutions::find()
+            .count(db.store.connection())
+            .await
+            .unwrap();
+        assert_eq!(total as usize, seen.len(), "rows nobody was told about");
+    }
+);

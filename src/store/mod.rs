@@ -13,6 +13,7 @@
 //!
 //! Every instant the protocols compare (eligibility, leases) comes from the database clock.
 
+pub mod bulk;
 pub mod claim;
 pub mod create;
 pub mod crons;
@@ -21,6 +22,7 @@ pub mod finish;
 pub mod operator;
 pub mod queries;
 pub mod rescue;
+pub mod stats;
 pub mod transition;
 pub mod workers;
 
@@ -125,7 +127,8 @@ impl Store {
         Ok(store)
     }
 
-    pub fn from_connection(db: DatabaseConnection) -> Store {
+    pub fn from_connection(mut db: DatabaseConnection) -> Store {
+        db.set_metric_callback(stats::count);
         let dialect = Dialect::of(db.get_database_backend());
         Store {
             db,

@@ -8,18 +8,31 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::OpenApi;
 
-use super::crons::{Deleted, ExecutionCreated};
-use super::models::{Execution, ExecutionCreate, Page, StatusDto, DEFAULT_PAGE_SIZE};
-use super::strict::Strict;
+use poem_openapi::ApiResponse;
+
+use super::crons::Deleted;
+use super::models::{
+    Execution, ExecutionCreate, ExecutionsCreated, Page, StatusDto, DEFAULT_PAGE_SIZE,
+    MAX_BULK_JOBS,
+};
+use super::strict::OneOrMany;
 use super::{validate, AdminState, ApiTag};
-use crate::entities::job_execution::Status;
-use crate::http::error::ApiError;
+use crate::entities::job_execution::{ParamSource, Status};
+use crate::http::error::{ApiError, ErrorBody};
+use crate::store::create::NewExecution;
 use crate::store::operator::{Action, RETRYABLE};
 use crate::store::queries::ExecutionFilter;
 
 /// Defaults of an ad-hoc run: one attempt, the original system's timeout.
 const DEFAULT_MAX_RETRY: i32 = 0;
 const DEFAULT_TIMEOUT_SECONDS: i32 = 300;
+
+#[derive(ApiResponse)]
+pub enum JobsCreated {
+    /// Created: the execution for an object, the ids in the order given for a list.
+    #[oai(status = 201)]
+    Created(Json<ExecutionsCreated>),
+}
 
 pub struct JobsApi {
     pub state: Arc<AdminState>,
@@ -64,13 +77,18 @@ impl JobsApi {
         Ok(Json(Page::new(items, total, page, size)))
     }
 
-    /// Run a handler once, now or at `run_at` (`param_source` `api`).
+    /// Run a handler once, now or at `run_at` (`param_source` `api`); or, given a list of
+    /// up to 1000 such objects, create them all (or, if any is invalid, none) and answer
+    /// their ids in the order given.
     #[oai(path = "/jobs", method = "post", operation_id = "create_job")]
     async fn create(
         &self,
-        body: Json<Strict<ExecutionCreate>>,
-    ) -> Result<ExecutionCreated, ApiError> {
-        let b = body.0 .0;
+        body: OneOrMany<ExecutionCreate, MAX_BULK_JOBS>,
+    ) -> Result<JobsCreated, ApiError> {
+        let b = match body {
+            OneOrMany::One(b) => b,
+            OneOrMany::Many(items) => return self.create_many(items).await,
+        };
         let params = b.params.filter(|v| !v.is_null());
         validate::handler(
             &self.state.registry,
@@ -98,7 +116,9 @@ impl JobsApi {
             .into_iter()
             .next()
             .ok_or_else(|| ApiError::unavailable("the execution vanished"))?;
-        Ok(ExecutionCreated::Created(Json(view.into())))
+        Ok(JobsCreated::Created(Json(ExecutionsCreated::One(
+            Box::new(view.into()),
+        ))))
     }
 
     /// Read an execution.
@@ -163,6 +183,63 @@ impl JobsApi {
 }
 
 impl JobsApi {
+    /// The list form of `POST /api/jobs`: every item checked as a single one would be, then
+    /// all created in one transaction.
+    async fn create_many(&self, items: Vec<ExecutionCreate>) -> Result<JobsCreated, ApiError> {
+        if items.len() > MAX_BULK_JOBS {
+            return Err(ApiError::Unprocessable(Json(ErrorBody {
+                status: 422,
+                error: "too_many".into(),
+                message: format!(
+                    "a list may create at most {MAX_BULK_JOBS} executions; this one has {}",
+                    items.len()
+                ),
+                field: None,
+            })));
+        }
+        let now = if items.iter().any(|b| b.run_at.is_none()) {
+            Some(self.state.store.now().await?)
+        } else {
+            None
+        };
+        let mut rows = Vec::with_capacity(items.len());
+        for (i, b) in items.into_iter().enumerate() {
+            let params = b.params.filter(|v| !v.is_null());
+            validate::handler(
+                &self.state.registry,
+                &b.handler_name,
+                "params",
+                params.as_ref(),
+            )
+            .map_err(|e| at_item(i, e))?;
+            if let Some(at) = b.run_at {
+                validate::instant("run_at", at).map_err(|e| at_item(i, e))?;
+            }
+            let at = match (b.run_at, now) {
+                (Some(at), _) | (None, Some(at)) => at,
+                (None, None) => return Err(ApiError::unavailable("the database clock is unknown")),
+            };
+            rows.push(NewExecution {
+                job_id: None,
+                handler_name: b.handler_name,
+                scheduled_time: at,
+                run_at: at,
+                params,
+                param_source: ParamSource::Api,
+                max_retry: b.max_retry.unwrap_or(DEFAULT_MAX_RETRY),
+                timeout_seconds: b.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS),
+            });
+        }
+        let ids = self.state.store.create_many(&rows).await?;
+        tracing::info!(
+            count = ids.len(),
+            first_id = ids.first(),
+            last_id = ids.last(),
+            "admin: executions created"
+        );
+        Ok(JobsCreated::Created(Json(ExecutionsCreated::Many(ids))))
+    }
+
     async fn answer(
         &self,
         id: i64,
@@ -187,6 +264,21 @@ impl JobsApi {
             )),
             Action::Overlap(message) => Err(ApiError::conflict("overlap", message)),
         }
+    }
+}
+
+/// A 422 about one field of a list's item `i`: the field becomes `[i].field`.
+fn at_item(i: usize, err: ApiError) -> ApiError {
+    match err {
+        ApiError::Unprocessable(Json(mut body)) => {
+            body.field = Some(match body.field.take() {
+                Some(field) => format!("[{i}].{field}"),
+                None => format!("[{i}]"),
+            });
+            body.message = format!("item {i}: {}", body.message);
+            ApiError::Unprocessable(Json(body))
+        }
+        other => other,
     }
 }
 

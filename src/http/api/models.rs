@@ -70,6 +70,8 @@ impl From<DateTime<Utc>> for Instant {
 pub const MAX_PAGE_SIZE: u64 = 100;
 /// Page size when none is asked for.
 pub const DEFAULT_PAGE_SIZE: u64 = 20;
+/// Most executions one `POST /api/jobs` may create from a list.
+pub const MAX_BULK_JOBS: usize = 1000;
 
 /// What happens to fire times missed while no dispatcher ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Deserialize)]
@@ -421,6 +423,62 @@ pub struct ExecutionCreate {
     /// Default 300.
     #[oai(validator(minimum(value = "1"), maximum(value = "86400")))]
     pub timeout_seconds: Option<i32>,
+}
+
+/// What `POST /api/jobs` answers: the execution it created from an object, or the ids of
+/// those it created from a list, in the order given.
+#[derive(Debug, Clone)]
+pub enum ExecutionsCreated {
+    One(Box<Execution>),
+    Many(Vec<i64>),
+}
+
+impl poem_openapi::types::Type for ExecutionsCreated {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ExecutionsCreated".into()
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            one_of: vec![
+                Execution::schema_ref(),
+                MetaSchemaRef::Inline(Box::new(MetaSchema {
+                    items: Some(Box::new(<i64 as poem_openapi::types::Type>::schema_ref())),
+                    max_items: Some(MAX_BULK_JOBS),
+                    ..MetaSchema::new("array")
+                })),
+            ],
+            ..MetaSchema::ANY
+        }))
+    }
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        Execution::register(registry);
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl poem_openapi::types::ToJSON for ExecutionsCreated {
+    fn to_json(&self) -> Option<Value> {
+        match self {
+            ExecutionsCreated::One(execution) => execution.to_json(),
+            ExecutionsCreated::Many(ids) => ids.to_json(),
+        }
+    }
 }
 
 /// Counts per status; every status is present.
