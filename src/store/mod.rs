@@ -254,6 +254,19 @@ impl Store {
             .ok_or_else(|| StoreError::Invalid("the database returned no clock".into()))
     }
 
+    /// Refreshes the planner's statistics of `job_executions`, as autovacuum (PostgreSQL)
+    /// or InnoDB would after a while: after a bulk load into a fresh table the planner
+    /// still believes it is nearly empty and picks plans that read the whole backlog.
+    pub async fn analyze(&self) -> StoreResult<()> {
+        let sql = match self.dialect {
+            Dialect::Postgres => "ANALYZE job_executions",
+            Dialect::MySql => "ANALYZE TABLE job_executions",
+            Dialect::Sqlite => "ANALYZE job_executions",
+        };
+        self.db.execute_unprepared(sql).await?;
+        Ok(())
+    }
+
     pub async fn close(self) -> StoreResult<()> {
         self.db.close().await?;
         Ok(())
