@@ -199,12 +199,18 @@ pub struct WorkerSettings {
     pub retry_jitter: f64,
     /// How often the rescuer looks for expired leases.
     pub rescue_interval_seconds: u64,
+    /// PostgreSQL: wake idle workers of every process through `LISTEN`/`NOTIFY` when work
+    /// becomes due, instead of waiting for their next poll. Turn off behind PgBouncer in
+    /// transaction mode, which cannot hold a `LISTEN`. (Pools in one process always wake.)
+    pub notify: bool,
 }
 
 impl WorkerSettings {
     pub const DEFAULT_CONCURRENCY: u32 = 10;
     pub const DEFAULT_POLL_INTERVAL_SECONDS: f64 = 1.0;
-    pub const DEFAULT_CLAIM_BATCH_SIZE: u32 = 10;
+    /// An upper bound: claims are sized to the free slots, so with the default concurrency
+    /// they take at most 10.
+    pub const DEFAULT_CLAIM_BATCH_SIZE: u32 = 100;
     pub const DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: u64 = 30;
     pub const DEFAULT_LEASE_SECONDS: u64 = 30;
     pub const DEFAULT_HEARTBEAT_INTERVAL_SECONDS: u64 = 10;
@@ -212,6 +218,7 @@ impl WorkerSettings {
     pub const DEFAULT_RETRY_BACKOFF_MAX_SECONDS: f64 = 3600.0;
     pub const DEFAULT_RETRY_JITTER: f64 = 0.2;
     pub const DEFAULT_RESCUE_INTERVAL_SECONDS: u64 = 15;
+    pub const DEFAULT_NOTIFY: bool = true;
 }
 
 impl Default for WorkerSettings {
@@ -229,6 +236,7 @@ impl Default for WorkerSettings {
             retry_backoff_max_seconds: Self::DEFAULT_RETRY_BACKOFF_MAX_SECONDS,
             retry_jitter: Self::DEFAULT_RETRY_JITTER,
             rescue_interval_seconds: Self::DEFAULT_RESCUE_INTERVAL_SECONDS,
+            notify: Self::DEFAULT_NOTIFY,
         }
     }
 }

@@ -589,3 +589,46 @@ backend_test!(
         assert_eq!(running.wait().await, Exit::Clean);
     }
 );
+
+backend_test!(
+    work_created_in_the_process_starts_without_waiting_for_a_poll,
+    |db: TestDb| async move {
+        let mut settings = fast_settings();
+        settings.worker.poll_interval_seconds = 60.0;
+        let running = Runtime::new(settings)
+            .roles(Roles::WORKER)
+            .start_with_store(db.store.clone())
+            .await
+            .expect("start");
+        // The pool's first claim finds nothing; from then on it would sleep for a minute.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for _ in 0..5 {
+            let row = db
+                .store
+                .create_adhoc("noop", None, None, 0, 10)
+                .await
+                .expect("create");
+            let done = eventually(Duration::from_secs(10), || {
+                let store = db.store.clone();
+                async move {
+                    let row = store.execution(row.id).await.unwrap().unwrap();
+                    row.status == Status::Success.as_str()
+                }
+            })
+            .await;
+            assert!(
+                done,
+                "execution {} did not run on the in-process wake-up",
+                row.id
+            );
+            let after = db.store.execution(row.id).await.unwrap().unwrap();
+            let waited = after.started_at.expect("started") - row.created_at;
+            assert!(
+                waited < chrono::Duration::seconds(5),
+                "started {waited} after creation, with a 60 s poll"
+            );
+        }
+        running.shutdown();
+        assert_eq!(running.wait().await, Exit::Clean);
+    }
+);

@@ -617,3 +617,52 @@ async fn an_operators_cancel_always_wins() {
     })
     .await;
 }
+
+/// PostgreSQL `LISTEN`/`NOTIFY`: work created by another process (here the test's own
+/// store) wakes an idle `jobu worker` at once, though its poll interval is a minute; with
+/// `worker.notify: false` the same worker waits for its poll.
+#[tokio::test(flavor = "multi_thread")]
+async fn work_created_in_another_process_wakes_an_idle_worker_on_postgres() {
+    on_backends("notify", &[Backend::Postgres], |db, scratch| async move {
+        let slow_poll = [("JOBU__WORKER__POLL_INTERVAL_SECONDS", "60")];
+        let mut worker = Daemon::start(&scratch, &db, "worker", "w-notify", &slow_poll);
+        // Until the worker's first claim (found nothing) it is not idle yet.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for _ in 0..5 {
+            let id = enqueue(&db.store, "noop", json!({}), 0, 10).await;
+            let started = eventually(Duration::from_secs(10), || {
+                let store = db.store.clone();
+                async move { execution(&store, id).await.status == Status::Success.as_str() }
+            })
+            .await;
+            assert!(started, "execution {id} was not run on a notification");
+            let row = execution(&db.store, id).await;
+            let waited = row.started_at.expect("started") - row.created_at;
+            assert!(
+                waited < chrono::Duration::seconds(5),
+                "started {waited} after creation, with a 60 s poll"
+            );
+        }
+        let status = worker.stop(Duration::from_secs(10)).await;
+        assert!(status.is_some_and(|s| s.success()), "exit: {status:?}");
+
+        let mut quiet = Daemon::start(
+            &scratch,
+            &db,
+            "worker",
+            "w-quiet",
+            &[slow_poll[0], ("JOBU__WORKER__NOTIFY", "false")],
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let id = enqueue(&db.store, "noop", json!({}), 0, 10).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            execution(&db.store, id).await.status,
+            Status::Pending.as_str(),
+            "with notify off the worker waits for its poll"
+        );
+        let status = quiet.stop(Duration::from_secs(10)).await;
+        assert!(status.is_some_and(|s| s.success()), "exit: {status:?}");
+    })
+    .await;
+}

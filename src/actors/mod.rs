@@ -192,6 +192,7 @@ impl Runtime {
 
     /// Like [`Runtime::start`] on an existing, migrated store.
     pub async fn start_with_store(mut self, store: Store) -> Result<RunningRuntime, RuntimeError> {
+        store.set_notify(self.settings.worker.notify);
         if self.roles.worker && self.registry.is_empty() {
             return Err(RuntimeError::Invalid(
                 "the worker role needs at least one handler".into(),

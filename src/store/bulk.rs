@@ -79,6 +79,9 @@ impl Store {
                 ids.len()
             )));
         }
+        if let Some(first) = rows.iter().map(|r| r.run_at).min() {
+            self.announce_due(first).await;
+        }
         Ok(ids)
     }
 }

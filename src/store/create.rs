@@ -70,7 +70,11 @@ impl Store {
                 other => Ok(other),
             }
         };
-        Ok(retry_transient(run).await?)
+        let created = retry_transient(run).await?;
+        if created.is_new() {
+            self.announce_due(new.run_at).await;
+        }
+        Ok(created)
     }
 
     /// Like [`Store::create_if_absent`] for a cron with `allow_overlap = false`: nothing is
@@ -108,7 +112,11 @@ impl Store {
             txn.commit().await?;
             Ok(created)
         };
-        Ok(retry_transient(run).await?)
+        let created = retry_transient(run).await?;
+        if created.is_new() {
+            self.announce_due(new.run_at).await;
+        }
+        Ok(created)
     }
 }
 

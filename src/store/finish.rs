@@ -160,6 +160,18 @@ impl Store {
                 }
             }
         }
+        // Released rows are due now, retries at their backoff: other pools may take them.
+        let due = found
+            .values()
+            .filter_map(|f| match f {
+                Finished::Released(Released::Pending) => Some(Utc::now()),
+                Finished::Failed(FailOutcome::Retrying { run_at, .. }) => Some(*run_at),
+                _ => None,
+            })
+            .min();
+        if let Some(due) = due {
+            self.announce_due(due).await;
+        }
         Ok(batch.iter().map(|f| found.get(&f.id).copied()).collect())
     }
 

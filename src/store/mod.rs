@@ -10,6 +10,7 @@
 //! - [`operator`]: what an operator does to executions: run now, retry, cancel, delete
 //! - [`queries`]: read-only views for the admin API: execution lists and statistics
 //! - [`workers`]: the presence rows of live processes
+//! - [`wake`]: wake-ups of idle workers when work becomes due (in-process, PostgreSQL NOTIFY)
 //!
 //! Every instant the protocols compare (eligibility, leases) comes from the database clock.
 
@@ -24,6 +25,7 @@ pub mod queries;
 pub mod rescue;
 pub mod stats;
 pub mod transition;
+pub mod wake;
 pub mod workers;
 
 use std::future::Future;
@@ -75,6 +77,8 @@ pub struct Store {
     dialect: Dialect,
     /// How the pool was opened, so [`Store::dedicated`] can open another one like it.
     settings: Option<std::sync::Arc<DatabaseSettings>>,
+    /// Shared by every clone: raised when work becomes due ([`wake`]).
+    wakeups: std::sync::Arc<wake::Wakeups>,
 }
 
 /// MySQL/MariaDB sessions run at READ COMMITTED: at InnoDB's default REPEATABLE READ, range
@@ -134,6 +138,7 @@ impl Store {
             db,
             dialect,
             settings: None,
+            wakeups: Default::default(),
         }
     }
 
@@ -149,12 +154,14 @@ impl Store {
             return Ok(self.clone());
         }
         let max = max_connections.max(1);
-        Store::connect(&DatabaseSettings {
+        let mut store = Store::connect(&DatabaseSettings {
             max_connections: max,
             min_connections: settings.min_connections.min(max),
             ..(**settings).clone()
         })
-        .await
+        .await?;
+        store.wakeups = self.wakeups.clone();
+        Ok(store)
     }
 
     /// Refuses a MySQL or MariaDB server without `SKIP LOCKED`, which the claim needs.

@@ -177,7 +177,12 @@ impl Store {
                 "cron {job_id} does not allow overlap and has an execution that is PENDING or \
                  RUNNING"
             ))),
-            Some(Ok(changed)) => self.after_action(id, changed).await,
+            Some(Ok(changed)) => {
+                if changed {
+                    self.announce_due(Utc::now()).await;
+                }
+                self.after_action(id, changed).await
+            }
         }
     }
 

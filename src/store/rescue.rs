@@ -56,7 +56,11 @@ impl Store {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        Ok(retry_transient(|| self.try_rescue(limit, grace_seconds.max(0.0))).await?)
+        let rows = retry_transient(|| self.try_rescue(limit, grace_seconds.max(0.0))).await?;
+        if rows.iter().any(|r| r.status == Status::Pending.as_str()) {
+            self.announce_due(chrono::Utc::now()).await;
+        }
+        Ok(rows)
     }
 
     async fn try_rescue(

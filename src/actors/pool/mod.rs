@@ -6,7 +6,9 @@
 //!
 //! - At most `concurrency` attempts at once; claims take up to `claim_batch_size` rows.
 //! - When nothing more is due it sleeps until the earliest PENDING `run_at` of its handlers
-//!   (by the database clock), at most `poll_interval`; a freed slot claims again at once.
+//!   (by the database clock), at most `poll_interval`; a freed slot claims again at once,
+//!   and so does a wake-up when work becomes due (`store::wake`: in-process, and PostgreSQL
+//!   `NOTIFY` across processes).
 //! - A claim whose outcome is unknown (an error or timeout around its commit) is resolved by
 //!   its token before the next claim: the rows it did take are adopted and run.
 //! - Leases ([`leases`]): renewed in one statement per heartbeat on a dedicated pool; an
@@ -102,6 +104,8 @@ pub struct PoolArgs {
 pub enum PoolMsg {
     /// Claim if there are free slots.
     Poll,
+    /// Work became due (announced in this process or, on PostgreSQL, by another one).
+    Wake,
     /// A claim finished. `lease_sent`: when the statement that set the rows' lease was sent.
     /// `error`: the claim's outcome was unknown and `rows` are what resolving it by its
     /// token found. `next_due` is set when a clean claim returned fewer rows than requested.
@@ -244,6 +248,19 @@ fn ticker(pool: &ActorRef<PoolMsg>, period: Duration, msg: fn() -> PoolMsg) -> J
     })
 }
 
+/// Sends `Wake` to the pool whenever the store announces due work (bursts coalesce).
+fn wake_on_due(pool: &ActorRef<PoolMsg>, store: &Store) -> JoinHandle<()> {
+    let pool = pool.clone();
+    let mut due = store.wakeups().subscribe();
+    tokio::spawn(async move {
+        while due.changed().await.is_ok() {
+            if pool.send_message(PoolMsg::Wake).is_err() {
+                return;
+            }
+        }
+    })
+}
+
 impl Actor for WorkerPool {
     type Msg = PoolMsg;
     type State = PoolState;
@@ -269,6 +286,11 @@ impl Actor for WorkerPool {
         let tickers = vec![
             ticker(&myself, config.heartbeat_interval, || PoolMsg::Heartbeat),
             ticker(&myself, CANCEL_POLL_INTERVAL, || PoolMsg::CancelPoll),
+            wake_on_due(&myself, &shared.store),
+            {
+                let store = shared.store.clone();
+                tokio::spawn(async move { store.listen_for_due().await })
+            },
         ];
         let completer = Completer::start(
             shared.store.clone(),
@@ -332,6 +354,7 @@ impl Actor for WorkerPool {
                 state.poll_queued = false;
                 poll(&myself, state)
             }
+            PoolMsg::Wake => poll(&myself, state),
             PoolMsg::Claimed {
                 rows,
                 lease_sent,
