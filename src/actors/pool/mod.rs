@@ -50,6 +50,9 @@ use crate::store::Store;
 use completer::{Completer, Ended, Outcome};
 use leases::Renewals;
 
+/// Longest a few free slots wait for more to gather into one claim while attempts run.
+const CLAIM_GATHER: Duration = Duration::from_millis(5);
+
 /// Claims one pool may have in flight at once.
 const CLAIMS_IN_FLIGHT_MAX: usize = 2;
 
@@ -205,6 +208,8 @@ pub struct PoolState {
     /// A `Poll` is queued behind the supervision events already waiting, so attempts that
     /// end together free their slots before one claim takes them all.
     poll_queued: bool,
+    /// Since when free slots have waited for more to gather into one claim.
+    gathering_since: Option<Instant>,
     /// Slots reserved by claims in flight, and how many claims those are.
     claim_in_flight: usize,
     claims: usize,
@@ -309,6 +314,7 @@ impl Actor for WorkerPool {
             recording: HashSet::new(),
             completer,
             poll_queued: false,
+            gathering_since: None,
             claim_in_flight: 0,
             claims: 0,
             heartbeat_in_flight: false,
@@ -554,15 +560,26 @@ fn poll(myself: &ActorRef<PoolMsg>, state: &mut PoolState) {
     if free == 0 {
         return; // a finished attempt polls again
     }
-    if let Some((_, timer)) = state.poll_timer.take() {
-        timer.abort();
-    }
+    // A few free slots while attempts still run (or a claim is in flight): more slots free
+    // up soon, so wait up to CLAIM_GATHER for half a claim's worth rather than taking them
+    // one claim each. An idle pool claims at once.
     let target = state
         .config
         .concurrency
         .min(state.config.claim_batch_size as usize);
-    if state.claims > 0 && free < target.div_ceil(2) {
-        return; // the claim in flight returns soon: let freed slots gather for one claim
+    if free < target.div_ceil(2) && (state.claims > 0 || !state.running.is_empty()) {
+        let now = Instant::now();
+        let since = *state.gathering_since.get_or_insert(now);
+        if now < since + CLAIM_GATHER {
+            if state.claims == 0 {
+                schedule_poll(myself, state, since + CLAIM_GATHER - now);
+            }
+            return; // a claim in flight polls again when it returns
+        }
+    }
+    state.gathering_since = None;
+    if let Some((_, timer)) = state.poll_timer.take() {
+        timer.abort();
     }
     let requested = free.min(state.config.claim_batch_size as usize);
     state.claim_in_flight += requested;
