@@ -48,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let once = std::env::args().any(|a| a == "--once");
     let mut settings = Settings::load(&ConfigSource::default())?;
     settings.dispatcher.min_cron_interval_seconds = 0;
-    jobu::telemetry::init(&settings.logging);
+    let _log = jobu::telemetry::init(&settings.logging);
 
     let running = Runtime::new(settings)
         .handler("greet", Greet)

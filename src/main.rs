@@ -11,6 +11,7 @@ use jobu::actors::{Exit, Roles, Runtime, RuntimeError};
 use jobu::config::{redact_url, ConfigSource, Settings};
 use jobu::schedule::Schedule;
 use jobu::store::Store;
+use jobu::telemetry::LogGuard;
 
 /// Exit code for invalid input or configuration.
 const EXIT_USAGE: u8 = 2;
@@ -170,7 +171,7 @@ fn main() -> ExitCode {
             json,
         ),
         Command::Migrate => {
-            let settings = match load_settings(cli.config) {
+            let (settings, _log) = match load_settings(cli.config) {
                 Ok(s) => s,
                 Err(code) => return code,
             };
@@ -180,7 +181,7 @@ fn main() -> ExitCode {
 }
 
 fn daemon(config: Option<PathBuf>, roles: Roles) -> ExitCode {
-    let mut settings = match load_settings(config) {
+    let (mut settings, _log) = match load_settings(config) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -212,10 +213,11 @@ fn daemon(config: Option<PathBuf>, roles: Roles) -> ExitCode {
     })
 }
 
-fn load_settings(dir: Option<PathBuf>) -> Result<Settings, ExitCode> {
+/// Settings and the log writer's guard, to keep until the command ends.
+fn load_settings(dir: Option<PathBuf>) -> Result<(Settings, LogGuard), ExitCode> {
     let settings = read_settings(dir)?;
-    jobu::telemetry::init(&settings.logging);
-    Ok(settings)
+    let guard = jobu::telemetry::init(&settings.logging);
+    Ok((settings, guard))
 }
 
 fn read_settings(dir: Option<PathBuf>) -> Result<Settings, ExitCode> {
@@ -236,7 +238,7 @@ fn bench(
         Ok(s) => s,
         Err(code) => return code,
     };
-    jobu::bench::init_logging(&settings.logging);
+    let _log = jobu::bench::init_logging(&settings.logging);
     let scenario = match command {
         BenchCommand::Drain {
             jobs,

@@ -1,5 +1,8 @@
 //! Logging setup: `tracing` events as text or one JSON object per line, filtered by
-//! `logging.level` unless `RUST_LOG` is set. Logs go to stderr so stdout stays for output.
+//! `logging.level` unless `RUST_LOG` is set. Logs go to stderr so stdout stays for output,
+//! written by a thread of their own (`tracing-appender`): a worker that logs every attempt
+//! formats the line where it happens but never waits on the write. Nothing is dropped: a
+//! full buffer makes the logger wait instead.
 //! Panics (a handler's, caught by its actor) are logged as events too, so JSON logs stay
 //! one object per line.
 
@@ -9,16 +12,24 @@ use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::config::{LogFormat, LoggingSettings};
 
+/// Flushes the log writer when dropped: keep it until the process ends.
+#[must_use = "logs written after the guard is dropped may be lost"]
+pub struct LogGuard(#[allow(dead_code)] Option<tracing_appender::non_blocking::WorkerGuard>);
+
 /// Installs the global subscriber; a second call is a no-op.
-pub fn init(settings: &LoggingSettings) {
+pub fn init(settings: &LoggingSettings) -> LogGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("jobu-log")
+        .finish(std::io::stderr());
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
-    let _ = match settings.format {
+    let installed = match settings.format {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
@@ -39,4 +50,5 @@ pub fn init(settings: &LoggingSettings) {
             .unwrap_or_default();
         tracing::error!(panic = %message, location = %location, "panic");
     }));
+    LogGuard(installed.is_ok().then_some(guard))
 }

@@ -163,11 +163,11 @@ impl Scenario {
 
 /// Logging for the bench: warnings only unless `RUST_LOG` says otherwise, so the report is
 /// not drowned by the runtime's per-attempt lines.
-pub fn init_logging(settings: &LoggingSettings) {
+pub fn init_logging(settings: &LoggingSettings) -> crate::telemetry::LogGuard {
     crate::telemetry::init(&LoggingSettings {
         level: "warn".into(),
         ..settings.clone()
-    });
+    })
 }
 
 /// Runs the scenario `options.repeat` times, each on a fresh database, and reports.
