@@ -495,3 +495,59 @@ async fn leases_hold_at_concurrency_200_on_a_slow_network() {
     })
     .await;
 }
+
+/// PostgreSQL wake-ups survive a partition of the LISTEN connection: a worker idling with a
+/// one-minute poll notices the silent connection by its ping, reconnects once the network is
+/// back, and work another process creates afterwards still starts at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partitioned_listener_reconnects_and_wakes_the_worker_again() {
+    let _serial = SERIAL.lock().await;
+    on_backends(
+        "listen_cut",
+        &[Backend::Postgres],
+        |db, scratch| async move {
+            let proxy = Proxy::for_url(&db.url).await;
+            let via_proxy = url_via_port(&db.url, proxy.port());
+            let mut w = Daemon::start(
+                &scratch,
+                &db,
+                "worker",
+                "w",
+                &[
+                    ("JOBU__DATABASES__DEFAULT__URL", via_proxy.as_str()),
+                    ("JOBU__DATABASES__DEFAULT__CONNECT_TIMEOUT_SECONDS", "3"),
+                    ("JOBU__WORKER__POLL_INTERVAL_SECONDS", "60"),
+                ],
+            );
+            wait_pool_started(&scratch, "w").await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            proxy.set(Mode::Blackhole);
+            assert!(
+                eventually(Duration::from_secs(30), || async {
+                    log_of(&scratch, "w").contains("does not answer")
+                })
+                .await,
+                "the worker never noticed its silent listener"
+            );
+            proxy.set(Mode::Forward);
+            assert!(
+                eventually(Duration::from_secs(60), || async {
+                    log_of(&scratch, "w").contains("listening for due work again")
+                })
+                .await,
+                "the listener never came back"
+            );
+            let id = enqueue(&db.store, "noop", json!({}), 0, 10).await;
+            assert!(
+                eventually(Duration::from_secs(5), || async {
+                    execution(&db.store, id).await.status == Status::Success.as_str()
+                })
+                .await,
+                "work created after the reconnect waited for the poll"
+            );
+            let status = w.stop(Duration::from_secs(15)).await;
+            assert!(status.is_some_and(|s| s.success()), "exit: {status:?}");
+        },
+    )
+    .await;
+}
