@@ -2256,3 +2256,185 @@ backend_test!(
         assert_eq!(total as usize, seen.len(), "rows nobody was told about");
     }
 );
+
+// ---- The dispatcher's batched creation and pages (dispatcher branch) ----
+
+/// A cron execution as the dispatcher would create it.
+fn fire_of(cron: &jobu::entities::cron_job::Model, at: DateTime<Utc>) -> NewExecution {
+    NewExecution {
+        job_id: Some(cron.id),
+        handler_name: cron.handler_name.clone(),
+        scheduled_time: at,
+        run_at: at,
+        params: cron.handler_params.clone(),
+        param_source: ParamSource::Cron,
+        max_retry: cron.max_retry,
+        timeout_seconds: cron.timeout_seconds,
+    }
+}
+
+async fn executions_of_cron(store: &Store, job_id: i64) -> Vec<job_execution::Model> {
+    let mut rows = JobExecutions::find()
+        .filter(job_execution::Column::JobId.eq(job_id))
+        .all(store.connection())
+        .await
+        .expect("rows");
+    rows.sort_by_key(|r| r.scheduled_time);
+    rows
+}
+
+/// `n` enabled crons `prefix-i`, every minute.
+async fn insert_crons(
+    store: &Store,
+    prefix: &str,
+    n: usize,
+) -> Vec<jobu::entities::cron_job::Model> {
+    let mut crons = Vec::with_capacity(n);
+    for i in 0..n {
+        crons.push(
+            store
+                .insert_cron(&NewCron::new(
+                    &format!("{prefix}-{i}"),
+                    "* * * * *",
+                    HANDLER,
+                ))
+                .await
+                .unwrap(),
+        );
+    }
+    crons
+}
+
+backend_test!(
+    batched_creation_reports_new_exists_and_rearms,
+    |db: TestDb| async move {
+        let a = db
+            .store
+            .insert_cron(&NewCron::new("batch-a", "* * * * *", HANDLER))
+            .await
+            .unwrap();
+        let mut b = NewCron::new("batch-b", "* * * * *", HANDLER);
+        b.handler_params = Some(serde_json::json!({"b": 1}));
+        let b = db.store.insert_cron(&b).await.unwrap();
+        let t1 = Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0).unwrap();
+        let t2 = t1 + Duration::minutes(1);
+        let rows = vec![
+            fire_of(&a, t1),
+            fire_of(&a, t2),
+            fire_of(&b, t1),
+            fire_of(&a, t1),
+        ];
+        let got = db.store.create_many_if_absent(&rows).await.unwrap();
+        assert!(got[..3].iter().all(|c| c.is_new()), "{got:?}");
+        assert_eq!(got[3], Created::Exists, "a repeat within the batch");
+        let again = db.store.create_many_if_absent(&rows).await.unwrap();
+        assert!(again.iter().all(|c| *c == Created::Exists), "{again:?}");
+        assert_eq!(executions_of_cron(&db.store, a.id).await.len(), 2);
+        let b_rows = executions_of_cron(&db.store, b.id).await;
+        assert_eq!(b_rows[0].params, Some(serde_json::json!({"b": 1})));
+        assert_eq!(b_rows[0].status, Status::Pending.as_str());
+
+        // Unscheduled rows are re-armed, with the params given now; an operator's cancel is
+        // final.
+        let Created::New(b_id) = got[2] else { panic!() };
+        let Created::New(a2_id) = got[1] else {
+            panic!()
+        };
+        JobExecutions::update_many()
+            .col_expr(
+                job_execution::Column::Status,
+                Status::Cancelled.as_str().into(),
+            )
+            .col_expr(
+                job_execution::Column::CancelReason,
+                Some(jobu::entities::job_execution::CancelReason::Unscheduled.as_str()).into(),
+            )
+            .filter(job_execution::Column::Id.eq(b_id))
+            .exec(db.store.connection())
+            .await
+            .unwrap();
+        JobExecutions::update_many()
+            .col_expr(
+                job_execution::Column::Status,
+                Status::Cancelled.as_str().into(),
+            )
+            .col_expr(
+                job_execution::Column::CancelReason,
+                Some(jobu::entities::job_execution::CancelReason::Operator.as_str()).into(),
+            )
+            .filter(job_execution::Column::Id.eq(a2_id))
+            .exec(db.store.connection())
+            .await
+            .unwrap();
+        let mut rearmed = fire_of(&b, t1);
+        rearmed.params = Some(serde_json::json!({"b": 2}));
+        let got = db
+            .store
+            .create_many_if_absent(&[fire_of(&a, t2), rearmed.clone(), fire_of(&b, t2)])
+            .await
+            .unwrap();
+        assert_eq!(got[0], Created::Exists, "an operator's cancel stays");
+        assert_eq!(got[1], Created::New(b_id), "re-armed in place");
+        assert!(got[2].is_new());
+        let row = db.store.execution(b_id).await.unwrap().unwrap();
+        assert_eq!(row.status, Status::Pending.as_str());
+        assert_eq!(row.params, Some(serde_json::json!({"b": 2})));
+        assert_eq!(row.cancel_reason, None);
+        let row = db.store.execution(a2_id).await.unwrap().unwrap();
+        assert_eq!(row.status, Status::Cancelled.as_str());
+        // Re-armed once: a second batch finds it PENDING.
+        assert_eq!(
+            db.store.create_many_if_absent(&[rearmed]).await.unwrap(),
+            vec![Created::Exists]
+        );
+
+        // Ad-hoc rows are refused; a missing cron fails the batch and writes nothing of it.
+        assert!(db
+            .store
+            .create_many_if_absent(&[execution(None, t1, 0)])
+            .await
+            .is_err());
+        let mut ghost = fire_of(&a, t1 + Duration::hours(1));
+        ghost.job_id = Some(b.id + 1000);
+        let before = JobExecutions::find()
+            .count(db.store.connection())
+            .await
+            .unwrap();
+        assert!(db
+            .store
+            .create_many_if_absent(&[fire_of(&a, t1 + Duration::hours(2)), ghost])
+            .await
+            .is_err());
+        assert_eq!(
+            JobExecutions::find()
+                .count(db.store.connection())
+                .await
+                .unwrap(),
+            before
+        );
+
+        // More rows than one statement takes: 2,500 over five crons.
+        let crons = insert_crons(&db.store, "batch-many", 5).await;
+        let many: Vec<NewExecution> = (0..500)
+            .flat_map(|m| {
+                crons
+                    .iter()
+                    .map(move |c| fire_of(c, t1 + Duration::minutes(m)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let got = db.store.create_many_if_absent(&many).await.unwrap();
+        assert_eq!(got.iter().filter(|c| c.is_new()).count(), 2500);
+        let ids: HashSet<i64> = got
+            .iter()
+            .map(|c| match c {
+                Created::New(id) => *id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ids.len(), 2500, "each row reports its own id");
+        for c in &crons {
+            assert_eq!(executions_of_cron(&db.store, c.id).await.len(), 500);
+        }
+    }
+);

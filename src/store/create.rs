@@ -7,6 +7,14 @@
 //! errors, and sqlx's found-rows flag makes `ON DUPLICATE KEY UPDATE` report 1 row for a
 //! duplicate, so neither can tell new from existing.)
 //!
+//! Many cron executions at once ([`Store::create_many_if_absent`], and the dispatcher's pages
+//! in [`super::crons`]): one multi-row statement per chunk, the same rules per row. On
+//! PostgreSQL and SQLite the statement is `INSERT ... VALUES (...), ... ON CONFLICT DO
+//! NOTHING RETURNING` the new keys. On MySQL/MariaDB a duplicate aborts a multi-row INSERT
+//! and `INSERT IGNORE` would hide other errors, so the chunk's existing keys are read first
+//! and only the others inserted, by a plain INSERT that fails (and is redone) if another
+//! creator raced in.
+//!
 //! Crons with `allow_overlap = false` use [`Store::create_exclusive`]: the same insert, also
 //! conditioned on the cron having no PENDING or RUNNING execution, under a lock on the cron
 //! row, so racing dispatchers never leave two unfinished executions of one cron.
@@ -17,7 +25,10 @@
 //! re-armed to PENDING with the cron's current handler and params by a conditional UPDATE,
 //! so racing dispatchers re-arm it once.
 
-use chrono::{DateTime, Utc};
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, TransactionTrait};
 
 use super::dialect::{is_unique_violation, Dialect, Sql};
@@ -102,13 +113,7 @@ impl Store {
                     .push(" FOR UPDATE");
                 txn.query_one(lock.build()).await?;
             }
-            let created = match insert(&txn, self.dialect, new, true).await? {
-                Created::Exists if has_unfinished(&txn, self.dialect, job_id).await? => {
-                    Created::Exists
-                }
-                Created::Exists => rearm(&txn, self.dialect, new).await?,
-                other => other,
-            };
+            let created = exclusive_locked(&txn, self.dialect, new, job_id).await?;
             txn.commit().await?;
             Ok(created)
         };
@@ -118,6 +123,258 @@ impl Store {
         }
         Ok(created)
     }
+}
+
+/// Rows per insert statement of [`Store::create_many_if_absent`]: ten bound values each,
+/// well within every backend's limit on bound parameters (SQLite 32,766; PostgreSQL and
+/// MySQL 65,535).
+pub const CREATE_CHUNK: usize = 1000;
+
+#[derive(FromQueryResult)]
+struct KeyRow {
+    id: i64,
+    job_id: i64,
+    scheduled_time: DateTime<Utc>,
+}
+
+type Key = (i64, DateTime<Utc>);
+
+impl Store {
+    /// [`Store::create_if_absent`] for many executions of crons at once: one insert statement
+    /// per [`CREATE_CHUNK`] rows, each chunk in a transaction of its own, with the same
+    /// insert-if-absent and re-arm rules. Every row needs a `job_id` (ad-hoc runs never
+    /// collide: create them one by one). The answer is in the order of `new`; a row that
+    /// repeats an earlier one of `new` is [`Created::Exists`].
+    pub async fn create_many_if_absent(&self, new: &[NewExecution]) -> StoreResult<Vec<Created>> {
+        if new.iter().any(|n| n.job_id.is_none()) {
+            return Err(StoreError::Invalid(
+                "create_many_if_absent needs a cron (job_id) on every row".into(),
+            ));
+        }
+        let mut out = Vec::with_capacity(new.len());
+        for chunk in new.chunks(CREATE_CHUNK) {
+            let run = || async {
+                let txn = self.db.begin().await?;
+                let created = insert_many(&txn, self.dialect, chunk).await?;
+                txn.commit().await?;
+                Ok(created)
+            };
+            out.extend(retry_transient(run).await?);
+        }
+        Ok(out)
+    }
+}
+
+/// The batched insert-if-absent of [`Store::create_many_if_absent`] on `db` (a transaction
+/// the caller commits), in chunks of [`CREATE_CHUNK`]. Rows without a `job_id` are refused
+/// by the caller.
+///
+/// - PostgreSQL and SQLite: `INSERT ... VALUES (...), ... ON CONFLICT (job_id,
+///   scheduled_time) DO NOTHING RETURNING id, job_id, scheduled_time`: the returned keys are
+///   new, the others existed.
+/// - MySQL/MariaDB: a duplicate key aborts a multi-row INSERT, and `INSERT IGNORE` would also
+///   turn foreign-key and truncation errors into warnings. So the keys that exist are read
+///   first, the others inserted by a plain multi-row INSERT, and their ids read back by key.
+///   A duplicate-key error means another creator committed one of them in between: the
+///   statement is rolled back on its own (the transaction goes on) and the chunk is read
+///   and inserted again.
+///
+/// Then rows that existed are re-armed if they were cancelled as `unscheduled` (see the
+/// module comment): one query finds those, usually none, and each is re-armed by the same
+/// conditional UPDATE as [`Store::create_if_absent`].
+pub(crate) async fn insert_many<C: ConnectionTrait>(
+    db: &C,
+    dialect: Dialect,
+    rows: &[NewExecution],
+) -> Result<Vec<Created>, DbErr> {
+    let mut out = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(CREATE_CHUNK) {
+        out.extend(insert_chunk(db, dialect, chunk).await?);
+    }
+    Ok(out)
+}
+
+async fn insert_chunk<C: ConnectionTrait>(
+    db: &C,
+    dialect: Dialect,
+    rows: &[NewExecution],
+) -> Result<Vec<Created>, DbErr> {
+    // The first row of each key; later repeats are reported as existing.
+    let mut first: HashMap<Key, usize> = HashMap::with_capacity(rows.len());
+    let mut unique = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let Some(job_id) = row.job_id else {
+            return Err(DbErr::Custom("a batched execution needs a job_id".into()));
+        };
+        if let Entry::Vacant(e) = first.entry(row_key(job_id, row.scheduled_time)) {
+            e.insert(i);
+            unique.push(row);
+        }
+    }
+    let mut ids: HashMap<Key, i64> = match dialect {
+        Dialect::Postgres | Dialect::Sqlite => {
+            let mut q = Sql::new(dialect);
+            push_insert_values(&mut q, &unique);
+            q.push(
+                " ON CONFLICT (job_id, scheduled_time) DO NOTHING \
+                 RETURNING id, job_id, scheduled_time",
+            );
+            KeyRow::find_by_statement(q.build())
+                .all(db)
+                .await?
+                .into_iter()
+                .map(|r| (row_key(r.job_id, r.scheduled_time), r.id))
+                .collect()
+        }
+        Dialect::MySql => insert_absent_mysql(db, &unique).await?,
+    };
+    // Rows that existed: re-arm the ones cancelled only because their cron was off.
+    let existing: Vec<&NewExecution> = unique
+        .iter()
+        .copied()
+        .filter(|n| !ids.contains_key(&key(n)))
+        .collect();
+    if !existing.is_empty() {
+        let mut q = Sql::new(dialect);
+        q.push("SELECT id, job_id, scheduled_time FROM job_executions WHERE status = ")
+            .bind(Status::Cancelled.as_str())
+            .push(" AND cancel_reason = ")
+            .bind(CancelReason::Unscheduled.as_str())
+            .push(" AND param_source = ")
+            .bind(ParamSource::Cron.as_str());
+        push_key_filter(&mut q, &existing);
+        let cancelled: HashSet<Key> = KeyRow::find_by_statement(q.build())
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|r| row_key(r.job_id, r.scheduled_time))
+            .collect();
+        for new in existing {
+            if cancelled.contains(&key(new)) {
+                if let Created::New(id) = rearm(db, dialect, new).await? {
+                    ids.insert(key(new), id);
+                }
+            }
+        }
+    }
+    Ok(rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let k = key(row);
+            match ids.get(&k) {
+                Some(id) if first.get(&k) == Some(&i) => Created::New(*id),
+                _ => Created::Exists,
+            }
+        })
+        .collect())
+}
+
+/// MySQL/MariaDB: inserts the rows of `unique` whose key is absent; the new keys and ids.
+async fn insert_absent_mysql<C: ConnectionTrait>(
+    db: &C,
+    unique: &[&NewExecution],
+) -> Result<HashMap<Key, i64>, DbErr> {
+    let dialect = Dialect::MySql;
+    let mut attempt = 0;
+    loop {
+        let mut q = Sql::new(dialect);
+        q.push("SELECT id, job_id, scheduled_time FROM job_executions WHERE 1 = 1");
+        push_key_filter(&mut q, unique);
+        let present: HashSet<Key> = KeyRow::find_by_statement(q.build())
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|r| row_key(r.job_id, r.scheduled_time))
+            .collect();
+        let absent: Vec<&NewExecution> = unique
+            .iter()
+            .copied()
+            .filter(|n| !present.contains(&key(n)))
+            .collect();
+        if absent.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut q = Sql::new(dialect);
+        push_insert_values(&mut q, &absent);
+        match db.execute(q.build()).await {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) && attempt < MYSQL_DUPLICATE_RETRIES => {
+                attempt += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        let wanted: HashSet<Key> = absent.iter().map(|n| key(n)).collect();
+        let mut q = Sql::new(dialect);
+        q.push("SELECT id, job_id, scheduled_time FROM job_executions WHERE 1 = 1");
+        push_key_filter(&mut q, &absent);
+        return Ok(KeyRow::find_by_statement(q.build())
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|r| (row_key(r.job_id, r.scheduled_time), r.id))
+            .filter(|(k, _)| wanted.contains(k))
+            .collect());
+    }
+}
+
+/// How many times a MySQL chunk is read and inserted again after a duplicate-key race.
+const MYSQL_DUPLICATE_RETRIES: u32 = 5;
+
+/// A row's unique key, its instant at the microsecond precision the databases keep, so keys
+/// read back compare equal to the ones written.
+fn key(new: &NewExecution) -> Key {
+    row_key(new.job_id.unwrap_or_default(), new.scheduled_time)
+}
+
+fn row_key(job_id: i64, scheduled_time: DateTime<Utc>) -> Key {
+    (job_id, scheduled_time.round_subsecs(6))
+}
+
+/// ` AND job_id IN (...) AND scheduled_time IN (...)`: a superset of the rows' keys (the
+/// caller keeps the exact ones), which the unique index answers. Fire times of one batch
+/// are few, so both lists stay short.
+fn push_key_filter(q: &mut Sql, rows: &[&NewExecution]) {
+    let mut jobs: Vec<i64> = rows.iter().filter_map(|n| n.job_id).collect();
+    jobs.sort_unstable();
+    jobs.dedup();
+    let mut times: Vec<DateTime<Utc>> = rows.iter().map(|n| n.scheduled_time).collect();
+    times.sort_unstable();
+    times.dedup();
+    q.push(" AND job_id IN ")
+        .bind_list(&jobs)
+        .push(" AND scheduled_time IN ")
+        .bind_list(&times);
+}
+
+/// `INSERT INTO job_executions (...) VALUES (...), ...` for `rows` (not empty).
+fn push_insert_values(q: &mut Sql, rows: &[&NewExecution]) {
+    q.push(INSERT_COLUMNS).push(" VALUES ");
+    for (i, new) in rows.iter().enumerate() {
+        if i > 0 {
+            q.push(", ");
+        }
+        q.push("(");
+        push_row(q, new);
+        q.push(")");
+    }
+}
+
+/// The exclusive creation of [`Store::create_exclusive`] on `db`, a transaction that already
+/// holds the cron row's lock (taken by the caller on PostgreSQL and MySQL; SQLite serialises
+/// writers).
+pub(crate) async fn exclusive_locked<C: ConnectionTrait>(
+    db: &C,
+    dialect: Dialect,
+    new: &NewExecution,
+    job_id: i64,
+) -> Result<Created, DbErr> {
+    Ok(match insert(db, dialect, new, true).await? {
+        Created::Exists if has_unfinished(db, dialect, job_id).await? => Created::Exists,
+        Created::Exists => rearm(db, dialect, new).await?,
+        other => other,
+    })
 }
 
 /// Re-arms the row of (job_id, scheduled_time) if it was cancelled only because its cron
@@ -194,6 +451,37 @@ pub(crate) async fn has_unfinished<C: ConnectionTrait>(
     Ok(IdRow::find_by_statement(q.build()).one(db).await?.is_some())
 }
 
+const INSERT_COLUMNS: &str = "INSERT INTO job_executions (job_id, handler_name, scheduled_time, \
+     run_at, status, params, param_source, retry_count, max_retry, timeout_seconds, \
+     cancel_requested, created_at, updated_at)";
+
+/// The values of one new row, in the order of [`INSERT_COLUMNS`].
+fn push_row(q: &mut Sql, new: &NewExecution) {
+    q.bind(new.job_id)
+        .push(", ")
+        .bind(new.handler_name.clone())
+        .push(", ")
+        .bind(new.scheduled_time)
+        .push(", ")
+        .bind(new.run_at)
+        .push(", ")
+        .bind(Status::Pending.as_str())
+        .push(", ")
+        .bind(new.params.clone())
+        .push(", ")
+        .bind(new.param_source.as_str())
+        .push(", 0, ")
+        .bind(new.max_retry)
+        .push(", ")
+        .bind(new.timeout_seconds)
+        .push(", ")
+        .bind(false)
+        .push(", ")
+        .now()
+        .push(", ")
+        .now();
+}
+
 /// The insert-if-absent statement; with `exclusive`, also "if the cron has no unfinished
 /// execution".
 async fn insert<C: ConnectionTrait>(
@@ -203,35 +491,9 @@ async fn insert<C: ConnectionTrait>(
     exclusive: bool,
 ) -> Result<Created, DbErr> {
     let mut q = Sql::new(dialect);
-    q.push(
-        "INSERT INTO job_executions (job_id, handler_name, scheduled_time, run_at, status, \
-         params, param_source, retry_count, max_retry, timeout_seconds, cancel_requested, \
-         created_at, updated_at) ",
-    )
-    .push(if exclusive { "SELECT " } else { "VALUES (" })
-    .bind(new.job_id)
-    .push(", ")
-    .bind(new.handler_name.clone())
-    .push(", ")
-    .bind(new.scheduled_time)
-    .push(", ")
-    .bind(new.run_at)
-    .push(", ")
-    .bind(Status::Pending.as_str())
-    .push(", ")
-    .bind(new.params.clone())
-    .push(", ")
-    .bind(new.param_source.as_str())
-    .push(", 0, ")
-    .bind(new.max_retry)
-    .push(", ")
-    .bind(new.timeout_seconds)
-    .push(", ")
-    .bind(false)
-    .push(", ")
-    .now()
-    .push(", ")
-    .now();
+    q.push(INSERT_COLUMNS)
+        .push(if exclusive { " SELECT " } else { " VALUES (" });
+    push_row(&mut q, new);
     if exclusive {
         if dialect == Dialect::MySql {
             q.push(" FROM DUAL");
