@@ -2259,6 +2259,8 @@ backend_test!(
 
 // ---- The dispatcher's batched creation and pages (dispatcher branch) ----
 
+use jobu::store::crons::{CronStep, DueCron, DuePage, DueQuery, MarkerMove};
+
 /// A cron execution as the dispatcher would create it.
 fn fire_of(cron: &jobu::entities::cron_job::Model, at: DateTime<Utc>) -> NewExecution {
     NewExecution {
@@ -2436,5 +2438,413 @@ backend_test!(
         for c in &crons {
             assert_eq!(executions_of_cron(&db.store, c.id).await.len(), 500);
         }
+    }
+);
+
+async fn marker_of(store: &Store, id: i64) -> jobu::entities::cron_job::Model {
+    store.cron(id).await.unwrap().expect("cron")
+}
+
+backend_test!(
+    due_summary_says_when_crons_are_due,
+    |db: TestDb| async move {
+        let empty = db.store.due_summary(60.0).await.unwrap();
+        assert_eq!(
+            (
+                empty.next_overlap,
+                empty.next_exclusive,
+                empty.unmarked,
+                empty.due_soon
+            ),
+            (None, None, 0, 0)
+        );
+        let crons = insert_crons(&db.store, "summary", 4).await;
+        let mut exclusive = NewCron::new("summary-exclusive", "* * * * *", HANDLER);
+        exclusive.allow_overlap = false;
+        let exclusive = db.store.insert_cron(&exclusive).await.unwrap();
+        let now = db.store.now().await.unwrap();
+        let soon = DateTime::from_timestamp(now.timestamp() + 30, 0).unwrap();
+        let later = soon + Duration::hours(1);
+        for (cron, at) in [(&crons[0], soon), (&crons[1], later)] {
+            assert!(db
+                .store
+                .advance_marker(cron.id, None, at, None)
+                .await
+                .unwrap());
+        }
+        assert!(db
+            .store
+            .advance_marker(exclusive.id, None, soon - Duration::seconds(10), None)
+            .await
+            .unwrap());
+        // A disabled cron counts for nothing.
+        db.store
+            .update_cron(
+                crons[3].clone(),
+                &CronChanges {
+                    is_enabled: Some(false),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let s = db.store.due_summary(60.0).await.unwrap();
+        assert_eq!(s.next_overlap, Some(soon));
+        assert_eq!(s.next_exclusive, Some(soon - Duration::seconds(10)));
+        assert_eq!(s.unmarked, 1, "crons[2] has no marker yet");
+        assert_eq!(s.due_soon, 1, "only crons[0] is due within a minute");
+        assert!((s.now - now).num_seconds().abs() < 5);
+    }
+);
+
+/// Plans each cron as the dispatcher would for `* * * * *`: its marker (or `base`) and the
+/// minute after, then the marker two minutes on.
+fn two_minutes_from(base: DateTime<Utc>) -> impl FnMut(&[DueCron]) -> Vec<(CronStep, ())> {
+    move |crons: &[DueCron]| {
+        crons
+            .iter()
+            .map(|c| {
+                let first = c.next_fire_time.unwrap_or(base);
+                let new = |at: DateTime<Utc>| NewExecution {
+                    job_id: Some(c.id),
+                    handler_name: c.handler_name.clone(),
+                    scheduled_time: at,
+                    run_at: at,
+                    params: c.handler_params.clone(),
+                    param_source: ParamSource::Cron,
+                    max_retry: c.max_retry,
+                    timeout_seconds: c.timeout_seconds,
+                };
+                (
+                    CronStep {
+                        cron_id: c.id,
+                        create: vec![new(first), new(first + Duration::minutes(1))],
+                        exclusive: !c.allow_overlap,
+                        marker: MarkerMove::To(first + Duration::minutes(2)),
+                    },
+                    (),
+                )
+            })
+            .collect()
+    }
+}
+
+fn page_query(now: DateTime<Utc>, after_id: i64, limit: u64) -> DueQuery {
+    DueQuery {
+        after_id,
+        limit,
+        horizon: now + Duration::seconds(10),
+        now,
+    }
+}
+
+backend_test!(
+    a_dispatch_page_creates_then_moves_its_markers,
+    |db: TestDb| async move {
+        let crons = insert_crons(&db.store, "page", 3).await;
+        let mut exclusive = NewCron::new("page-exclusive", "* * * * *", HANDLER);
+        exclusive.allow_overlap = false;
+        let exclusive = db.store.insert_cron(&exclusive).await.unwrap();
+        let mut off = NewCron::new("page-off", "* * * * *", HANDLER);
+        off.is_enabled = false;
+        let off = db.store.insert_cron(&off).await.unwrap();
+        let later = insert_crons(&db.store, "page-later", 1).await.remove(0);
+        let now = db.store.now().await.unwrap();
+        let t0 = DateTime::from_timestamp(now.timestamp() - 60, 0).unwrap();
+        for c in [&crons[0], &crons[1], &exclusive] {
+            assert!(db.store.advance_marker(c.id, None, t0, None).await.unwrap());
+        }
+        assert!(db
+            .store
+            .advance_marker(later.id, None, now + Duration::hours(1), None)
+            .await
+            .unwrap());
+        // The exclusive cron has an unfinished execution: its fire times are skipped.
+        db.store
+            .create_if_absent(&fire_of(&exclusive, t0 - Duration::hours(1)))
+            .await
+            .unwrap();
+
+        // A planner must decide on a prefix of its crons, in order; otherwise nothing of the
+        // page is written.
+        let bad = db
+            .store
+            .dispatch_due(&page_query(now, 0, 100), |crons: &[DueCron]| {
+                let mut steps = two_minutes_from(t0)(crons);
+                steps.reverse();
+                steps
+            })
+            .await;
+        assert!(bad.is_err());
+        assert_eq!(
+            marker_of(&db.store, crons[0].id).await.next_fire_time,
+            Some(t0)
+        );
+        assert!(executions_of_cron(&db.store, crons[0].id).await.is_empty());
+
+        // A prefix: the first cron only.
+        let mut plan = two_minutes_from(t0);
+        let first: DuePage<()> = db
+            .store
+            .dispatch_due(&page_query(now, 0, 100), |crons: &[DueCron]| {
+                let mut steps = plan(crons);
+                steps.truncate(1);
+                steps
+            })
+            .await
+            .unwrap();
+        // Due: the three crons with a marker in the past or none; not the disabled one, nor
+        // the one due in an hour.
+        assert_eq!(first.claimed, 4, "{first:?}");
+        assert_eq!(first.last_id, Some(crons[0].id));
+        assert_eq!(first.steps.len(), 1);
+        let page: DuePage<()> = db
+            .store
+            .dispatch_due(
+                &page_query(now, crons[0].id, 100),
+                two_minutes_from(t0 + Duration::minutes(10)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.claimed, 3);
+        let ids: Vec<i64> = page.steps.iter().map(|(s, _)| s.cron_id).collect();
+        assert_eq!(ids, vec![crons[1].id, crons[2].id, exclusive.id]);
+        for (done, ()) in first.steps.iter().chain(&page.steps) {
+            assert!(done.marker_moved, "{done:?}");
+            let want = if done.cron_id == exclusive.id {
+                vec![Created::Overlap, Created::Overlap]
+            } else {
+                vec![Created::New(0), Created::New(0)]
+            };
+            let got: Vec<Created> = done
+                .created
+                .iter()
+                .map(|(_, c)| match c {
+                    Created::New(_) => Created::New(0),
+                    other => *other,
+                })
+                .collect();
+            assert_eq!(got, want, "{done:?}");
+        }
+        // Markers moved after the rows, with the last fire time created.
+        let c0 = marker_of(&db.store, crons[0].id).await;
+        assert_eq!(c0.next_fire_time, Some(t0 + Duration::minutes(2)));
+        assert_eq!(c0.last_fire_time, Some(t0 + Duration::minutes(1)));
+        assert_eq!(executions_of_cron(&db.store, crons[0].id).await.len(), 2);
+        let c2 = marker_of(&db.store, crons[2].id).await;
+        assert_eq!(
+            c2.next_fire_time,
+            Some(t0 + Duration::minutes(12)),
+            "from no marker"
+        );
+        let ex = marker_of(&db.store, exclusive.id).await;
+        assert_eq!(ex.next_fire_time, Some(t0 + Duration::minutes(2)));
+        assert_eq!(ex.last_fire_time, None, "nothing created");
+        assert_eq!(executions_of_cron(&db.store, exclusive.id).await.len(), 1);
+        assert!(executions_of_cron(&db.store, off.id).await.is_empty());
+        assert!(executions_of_cron(&db.store, later.id).await.is_empty());
+
+        // Nothing is due any more; and a page of nothing asks the planner nothing.
+        let empty: DuePage<()> = db
+            .store
+            .dispatch_due(&page_query(now, 0, 100), |_: &[DueCron]| {
+                panic!("no crons, no plan")
+            })
+            .await
+            .unwrap();
+        assert_eq!((empty.claimed, empty.last_id), (0, None));
+
+        // Clearing a marker, and a marker that stays.
+        let mut due_now = now + Duration::minutes(30);
+        let page: DuePage<()> = db
+            .store
+            .dispatch_due(
+                &DueQuery {
+                    after_id: 0,
+                    limit: 100,
+                    horizon: now + Duration::hours(2),
+                    now: now + Duration::hours(2),
+                },
+                |crons: &[DueCron]| {
+                    crons
+                        .iter()
+                        .map(|c| {
+                            due_now = due_now.max(c.next_fire_time.unwrap_or(due_now));
+                            let marker = if c.id == later.id {
+                                MarkerMove::Clear
+                            } else {
+                                MarkerMove::Keep
+                            };
+                            (
+                                CronStep {
+                                    cron_id: c.id,
+                                    create: Vec::new(),
+                                    exclusive: false,
+                                    marker,
+                                },
+                                (),
+                            )
+                        })
+                        .collect()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.claimed, 5);
+        for (done, ()) in &page.steps {
+            assert_eq!(done.marker_moved, done.cron_id == later.id, "{done:?}");
+        }
+        assert_eq!(marker_of(&db.store, later.id).await.next_fire_time, None);
+        assert_eq!(
+            c0.next_fire_time,
+            marker_of(&db.store, crons[0].id).await.next_fire_time
+        );
+    }
+);
+
+/// Runs passes of pages of `limit` until a pass finds nothing due; returns the crons this
+/// dispatcher decided on.
+async fn dispatch_until_done(
+    store: &Store,
+    now: DateTime<Utc>,
+    base: DateTime<Utc>,
+    limit: u64,
+) -> usize {
+    let mut decided = 0;
+    loop {
+        let mut after_id = 0;
+        let mut pass = 0;
+        loop {
+            let page: DuePage<()> = store
+                .dispatch_due(&page_query(now, after_id, limit), two_minutes_from(base))
+                .await
+                .expect("page");
+            pass += page.steps.len();
+            match page.last_id {
+                Some(id) => after_id = id,
+                None => break,
+            }
+            if page.claimed < limit as usize {
+                break;
+            }
+        }
+        decided += pass;
+        if pass == 0 {
+            let summary = store.due_summary(60.0).await.expect("summary");
+            let left = summary
+                .next_overlap
+                .is_some_and(|t| t <= now + Duration::seconds(10))
+                || summary.unmarked > 0;
+            if !left {
+                return decided;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Every cron has exactly the rows of `base` and the minute after, and its marker two
+/// minutes on.
+async fn assert_each_fire_time_once(db: &TestDb, prefix: &str, base: DateTime<Utc>) {
+    let crons: Vec<_> = CronJobs::find()
+        .filter(jobu::entities::cron_job::Column::Name.starts_with(prefix))
+        .all(db.store.connection())
+        .await
+        .unwrap();
+    let rows = JobExecutions::find()
+        .all(db.store.connection())
+        .await
+        .unwrap();
+    let mut per: HashMap<(i64, DateTime<Utc>), usize> = HashMap::new();
+    for r in &rows {
+        *per.entry((r.job_id.expect("cron row"), r.scheduled_time))
+            .or_default() += 1;
+    }
+    for c in &crons {
+        for at in [base, base + Duration::minutes(1)] {
+            assert_eq!(per.get(&(c.id, at)), Some(&1), "cron {} at {at}", c.id);
+        }
+        assert_eq!(
+            c.next_fire_time,
+            Some(base + Duration::minutes(2)),
+            "cron {}",
+            c.id
+        );
+    }
+    assert_eq!(rows.len(), 2 * crons.len(), "nothing else was created");
+}
+
+backend_test!(
+    racing_dispatchers_share_pages_and_create_each_fire_time_once,
+    |db: TestDb| async move {
+        const CRONS: usize = 300;
+        const LIMIT: u64 = 10;
+        insert_crons(&db.store, "race", CRONS).await;
+        let now = db.store.now().await.unwrap();
+        let base = DateTime::from_timestamp(now.timestamp() + 5, 0).unwrap();
+        let barrier = Arc::new(Barrier::new(2));
+        let mut tasks = Vec::new();
+        for _ in 0..2 {
+            let store = db.new_store(2).await;
+            let barrier = barrier.clone();
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                let decided = dispatch_until_done(&store, now, base, LIMIT).await;
+                let _ = store.close().await;
+                decided
+            }));
+        }
+        let mut shares = Vec::new();
+        for t in tasks {
+            shares.push(t.await.unwrap());
+        }
+        assert_each_fire_time_once(&db, "race", base).await;
+        assert_eq!(
+            shares.iter().sum::<usize>(),
+            CRONS,
+            "each cron decided once: {shares:?}"
+        );
+        // Pages are disjoint where rows can be locked apart; SQLite takes writers in turn.
+        if db.backend != common::Backend::Sqlite {
+            assert!(
+                shares.iter().all(|s| *s >= CRONS / 5),
+                "both dispatchers took a share: {shares:?}"
+            );
+        }
+    }
+);
+
+backend_test!(
+    a_dispatcher_dying_mid_page_leaves_its_crons_to_the_others,
+    |db: TestDb| async move {
+        const CRONS: usize = 60;
+        insert_crons(&db.store, "dying", CRONS).await;
+        let now = db.store.now().await.unwrap();
+        let base = DateTime::from_timestamp(now.timestamp() + 5, 0).unwrap();
+        // The first dispatcher locks a page of 20, stalls, then dies without committing.
+        let (locked_tx, locked_rx) = tokio::sync::oneshot::channel::<()>();
+        let doomed = db.new_store(1).await;
+        let dying = tokio::spawn(async move {
+            let mut locked = Some(locked_tx);
+            let _ = doomed
+                .dispatch_due(
+                    &page_query(now, 0, 20),
+                    move |_: &[DueCron]| -> Vec<(CronStep, ())> {
+                        if let Some(tx) = locked.take() {
+                            let _ = tx.send(());
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(1500));
+                        panic!("the dispatcher dies holding its page");
+                    },
+                )
+                .await;
+        });
+        locked_rx.await.unwrap();
+        let survivor = db.new_store(2).await;
+        let decided = dispatch_until_done(&survivor, now, base, 7).await;
+        assert!(dying.await.is_err(), "the first dispatcher died");
+        assert_eq!(decided, CRONS, "the survivor decided on every cron");
+        assert_each_fire_time_once(&db, "dying", base).await;
+        let _ = survivor.close().await;
     }
 );

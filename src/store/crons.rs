@@ -1,15 +1,27 @@
 //! Cron rows and the dispatcher's per-cron marker. The marker (`next_fire_time`) is advanced
 //! with a conditional update that names the value it expects, so when several dispatchers
 //! race only one moves it; the unique key of the creation protocol stays the guarantee.
+//!
+//! The dispatcher works in pages ([`Store::dispatch_due`]): one transaction locks due crons
+//! that no other dispatcher holds (`FOR UPDATE SKIP LOCKED` by id; PostgreSQL's `FOR NO KEY
+//! UPDATE`, which does not block the foreign-key checks of inserts; SQLite serialises
+//! writers), creates their executions in one batch, then moves their markers, a few
+//! statements for the whole page (crons moving alike share one conditional UPDATE). Racing
+//! dispatchers take disjoint pages, and one that dies mid-page rolls back and leaves its
+//! crons to the others. [`Store::due_summary`] tells a dispatcher, in one query, when to
+//! look next.
+
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, Statement, TransactionTrait,
 };
 
-use super::dialect::{is_unique_violation, Dialect, Sql};
-use super::{retry_transient, Store, StoreError, StoreResult};
+use super::create::{exclusive_locked, insert_many, Created, NewExecution};
+use super::dialect::{is_transient, is_unique_violation, Dialect, Sql};
+use super::{retry_transient, Store, StoreError, StoreResult, TRANSIENT_RETRIES};
 use crate::entities::cron_job::{self, MisfirePolicy};
 use crate::entities::job_execution::{CancelReason, ParamSource, Status};
 use crate::schedule::Schedule;
@@ -265,6 +277,353 @@ impl Store {
             .push(" ")
             .bind(expected);
         Ok(self.db.execute(q.build()).await?.rows_affected() == 1)
+    }
+}
+
+/// A cron as a dispatch page reads it: what planning and creation need, nothing more.
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct DueCron {
+    pub id: i64,
+    pub name: String,
+    pub cron_expression: String,
+    pub timezone: String,
+    pub handler_name: String,
+    pub handler_params: Option<serde_json::Value>,
+    pub allow_overlap: bool,
+    pub max_retry: i32,
+    pub timeout_seconds: i32,
+    pub misfire_policy: String,
+    pub next_fire_time: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const DUE_COLUMNS: &str = "id, name, cron_expression, timezone, handler_name, handler_params, \
+     allow_overlap, max_retry, timeout_seconds, misfire_policy, next_fire_time, updated_at";
+
+/// Which crons one page of a dispatch pass takes: enabled ones with an id above `after_id`
+/// that have no marker or whose marker is due, at most `limit`, by id.
+#[derive(Debug, Clone)]
+pub struct DueQuery {
+    pub after_id: i64,
+    pub limit: u64,
+    /// Crons with `allow_overlap`: markers up to here are due (now + lookahead).
+    pub horizon: DateTime<Utc>,
+    /// Crons without: markers up to here (now; they are created at their fire time).
+    pub now: DateTime<Utc>,
+}
+
+/// Where a cron's marker goes after its step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MarkerMove {
+    Keep,
+    To(DateTime<Utc>),
+    /// No marker: the cron is planned afresh from its `updated_at` next time (a dispatcher
+    /// that cannot plan it, or a schedule without further fire times).
+    Clear,
+}
+
+/// What a dispatcher decided for one cron of a page.
+#[derive(Debug, Clone)]
+pub struct CronStep {
+    pub cron_id: i64,
+    /// In order. Created by [`Store::create_many_if_absent`]'s batch, or with `exclusive`
+    /// one by one under [`Store::create_exclusive`]'s rule.
+    pub create: Vec<NewExecution>,
+    pub exclusive: bool,
+    pub marker: MarkerMove,
+}
+
+/// What a step did.
+#[derive(Debug, Clone)]
+pub struct StepDone {
+    pub cron_id: i64,
+    /// Per execution of the step's `create`, in order.
+    pub created: Vec<(DateTime<Utc>, Created)>,
+    /// The marker moved as asked (false for `Keep`, or a marker no longer as read).
+    pub marker_moved: bool,
+}
+
+/// One committed page.
+#[derive(Debug)]
+pub struct DuePage<T> {
+    /// Crons the page locked: fewer than the limit when it reached the last id.
+    pub claimed: usize,
+    /// The id of the last cron decided on, where the next page starts.
+    pub last_id: Option<i64>,
+    /// One per cron decided on (a prefix of the claimed ones), with the planner's note.
+    pub steps: Vec<(StepDone, T)>,
+}
+
+/// When the next crons are due, for a dispatcher's sleep.
+#[derive(Debug, Clone)]
+pub struct DueSummary {
+    /// The database clock.
+    pub now: DateTime<Utc>,
+    /// The earliest marker of an enabled cron with `allow_overlap`.
+    pub next_overlap: Option<DateTime<Utc>>,
+    /// The earliest marker of an enabled cron without.
+    pub next_exclusive: Option<DateTime<Utc>>,
+    /// Enabled crons without a marker (new, edited, enabled again, or not plannable).
+    pub unmarked: i64,
+    /// Enabled crons with `allow_overlap` whose marker is at most `within` seconds ahead:
+    /// the load the lookahead must make room for.
+    pub due_soon: i64,
+}
+
+#[derive(FromQueryResult)]
+struct SummaryRow {
+    now: DateTime<Utc>,
+    next_overlap: Option<DateTime<Utc>>,
+    next_exclusive: Option<DateTime<Utc>>,
+    unmarked: i64,
+    due_soon: i64,
+}
+
+#[derive(FromQueryResult)]
+struct MarkerRow {
+    id: i64,
+    next_fire_time: Option<DateTime<Utc>>,
+}
+
+/// Crons whose markers move alike: (marker read, where to, last fire time created).
+type MarkerGroup = (Option<DateTime<Utc>>, MarkerMove, Option<DateTime<Utc>>);
+
+/// Crons per marker UPDATE (ids bound in an IN list).
+const MARKER_CHUNK: usize = 1000;
+
+/// PostgreSQL ends the transaction of a page whose dispatcher has sent nothing for this long
+/// (milliseconds), so one cut off from the server mid-page does not hold its crons until
+/// the connection times out. Planning a page takes milliseconds.
+const IDLE_IN_PAGE_MS: u64 = 10_000;
+
+impl Store {
+    /// When the next enabled crons are due (see [`DueSummary`]), in one query.
+    pub async fn due_summary(&self, within_seconds: f64) -> StoreResult<DueSummary> {
+        let mut q = Sql::new(self.dialect);
+        q.push("SELECT ")
+            .now()
+            .push(" AS now, MIN(CASE WHEN allow_overlap = ")
+            .bind(true)
+            .push(" THEN next_fire_time END) AS next_overlap, MIN(CASE WHEN allow_overlap = ")
+            .bind(false)
+            .push(
+                " THEN next_fire_time END) AS next_exclusive, \
+                 COUNT(CASE WHEN next_fire_time IS NULL THEN 1 END) AS unmarked, \
+                 COUNT(CASE WHEN allow_overlap = ",
+            )
+            .bind(true)
+            .push(" AND next_fire_time <= ")
+            .now_plus(within_seconds)
+            .push(" THEN 1 END) AS due_soon FROM cron_jobs WHERE is_enabled = ")
+            .bind(true);
+        let row = SummaryRow::find_by_statement(q.build())
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| StoreError::Invalid("the database returned no summary".into()))?;
+        Ok(DueSummary {
+            now: row.now,
+            next_overlap: row.next_overlap,
+            next_exclusive: row.next_exclusive,
+            unmarked: row.unmarked,
+            due_soon: row.due_soon,
+        })
+    }
+
+    /// One page of a dispatch pass, in one transaction: locks the due crons of `due` that no
+    /// other dispatcher holds (`FOR UPDATE SKIP LOCKED`; SQLite serialises writers instead),
+    /// asks `plan` what to do with them, creates the executions, moves the markers and
+    /// commits. So dispatchers running at once take disjoint pages and share the work, a
+    /// dispatcher that dies mid-page leaves its crons as they were (its transaction rolls
+    /// back and the others take them), and a marker never moves without its rows.
+    ///
+    /// `plan` decides on a prefix of the crons it is given (at least one), one step each in
+    /// order, and adds a note of its own to each; it may be called again if the page is
+    /// retried after a deadlock or a busy SQLite file. Creation is insert-if-absent
+    /// ([`Store::create_many_if_absent`]'s batch, or [`Store::create_exclusive`]'s rule for
+    /// exclusive steps, the lock already held), and a marker moves by conditional update
+    /// from the value read, after the rows are in.
+    pub async fn dispatch_due<T, F>(&self, due: &DueQuery, mut plan: F) -> StoreResult<DuePage<T>>
+    where
+        F: FnMut(&[DueCron]) -> Vec<(CronStep, T)>,
+    {
+        let mut attempt = 0;
+        loop {
+            match self.dispatch_page(due, &mut plan).await {
+                Err(StoreError::Db(e)) if attempt < TRANSIENT_RETRIES && is_transient(&e) => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "transient database error, retrying the page");
+                    let pause = 5u64 * (1 << attempt.min(6)) + rand::random_range(0..10u64);
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn dispatch_page<T, F>(&self, due: &DueQuery, plan: &mut F) -> StoreResult<DuePage<T>>
+    where
+        F: FnMut(&[DueCron]) -> Vec<(CronStep, T)>,
+    {
+        let dialect = self.dialect;
+        let txn = self.db.begin().await?;
+        // Counted statements (prepared), as the page's others are.
+        let first = match dialect {
+            // Take the write lock first (a write that changes nothing), as BEGIN IMMEDIATE
+            // would: the page then reads the latest rows and cannot fail later on a stale
+            // snapshot because another dispatcher wrote meanwhile.
+            Dialect::Sqlite => Some("UPDATE cron_jobs SET id = id WHERE id < 0".to_string()),
+            // A dispatcher cut off from the server must not hold its page for long.
+            Dialect::Postgres => Some(format!(
+                "SET LOCAL idle_in_transaction_session_timeout = {IDLE_IN_PAGE_MS}"
+            )),
+            Dialect::MySql => None,
+        };
+        if let Some(sql) = first {
+            txn.execute(Statement::from_string(dialect.backend(), sql))
+                .await?;
+        }
+        let mut q = Sql::new(dialect);
+        q.push("SELECT ")
+            .push(DUE_COLUMNS)
+            .push(" FROM cron_jobs WHERE is_enabled = ")
+            .bind(true)
+            .push(" AND id > ")
+            .bind(due.after_id)
+            .push(" AND (next_fire_time IS NULL OR next_fire_time <= ")
+            .bind(due.now)
+            .push(" OR (allow_overlap = ")
+            .bind(true)
+            .push(" AND next_fire_time <= ")
+            .bind(due.horizon)
+            .push(")) ORDER BY id LIMIT ")
+            .push(&due.limit.to_string())
+            .push(match dialect {
+                Dialect::Postgres => " FOR NO KEY UPDATE SKIP LOCKED",
+                Dialect::MySql => " FOR UPDATE SKIP LOCKED",
+                Dialect::Sqlite => "",
+            });
+        let crons = DueCron::find_by_statement(q.build()).all(&txn).await?;
+        if crons.is_empty() {
+            txn.commit().await?;
+            return Ok(DuePage {
+                claimed: 0,
+                last_id: None,
+                steps: Vec::new(),
+            });
+        }
+        let planned = plan(&crons);
+        if planned.is_empty()
+            || planned.len() > crons.len()
+            || planned
+                .iter()
+                .zip(&crons)
+                .any(|((s, _), c)| s.cron_id != c.id)
+        {
+            return Err(StoreError::Invalid(
+                "a dispatch plan must decide on a prefix of its crons, in order".into(),
+            ));
+        }
+        let by_id: HashMap<i64, &DueCron> = crons.iter().map(|c| (c.id, c)).collect();
+
+        // The rows first: one batch for the crons that allow overlap...
+        let batch: Vec<NewExecution> = planned
+            .iter()
+            .filter(|(s, _)| !s.exclusive)
+            .flat_map(|(s, _)| s.create.iter().cloned())
+            .collect();
+        let mut batch_created = insert_many(&txn, dialect, &batch).await?.into_iter();
+        let mut steps = Vec::with_capacity(planned.len());
+        for (step, note) in planned {
+            let mut created = Vec::with_capacity(step.create.len());
+            for new in &step.create {
+                let outcome = if step.exclusive {
+                    exclusive_locked(&txn, dialect, new, step.cron_id).await?
+                } else {
+                    batch_created.next().unwrap_or(Created::Exists)
+                };
+                created.push((new.scheduled_time, outcome));
+            }
+            steps.push((step, created, note));
+        }
+
+        // ...then the markers, grouped by (marker read, marker to, last fire time).
+        let mut groups: HashMap<MarkerGroup, Vec<i64>> = HashMap::new();
+        for (step, created, _) in &steps {
+            let read = by_id.get(&step.cron_id).and_then(|c| c.next_fire_time);
+            let last = created
+                .iter()
+                .filter(|(_, c)| *c != Created::Overlap)
+                .map(|(t, _)| *t)
+                .max();
+            let unchanged = match step.marker {
+                MarkerMove::Keep => true,
+                MarkerMove::Clear => read.is_none(),
+                MarkerMove::To(t) => read == Some(t) && last.is_none(),
+            };
+            if !unchanged {
+                groups
+                    .entry((read, step.marker, last))
+                    .or_default()
+                    .push(step.cron_id);
+            }
+        }
+        let mut moved: HashSet<i64> = HashSet::new();
+        for ((read, to, last), ids) in groups {
+            for chunk in ids.chunks(MARKER_CHUNK) {
+                let target = match to {
+                    MarkerMove::To(t) => Some(t),
+                    _ => None,
+                };
+                let mut q = Sql::new(dialect);
+                q.push("UPDATE cron_jobs SET next_fire_time = ")
+                    .bind(target);
+                if let Some(last) = last {
+                    q.push(", last_fire_time = ").bind(last);
+                }
+                q.push(" WHERE id IN ")
+                    .bind_list(chunk)
+                    .push(" AND next_fire_time ")
+                    .push(dialect.null_safe_eq())
+                    .push(" ")
+                    .bind(read);
+                let hit = txn.execute(q.build()).await?.rows_affected();
+                if hit == chunk.len() as u64 {
+                    moved.extend(chunk.iter().copied());
+                } else {
+                    // Not reached while the page holds its crons; should it be, find out
+                    // which markers moved rather than report them all.
+                    let mut q = Sql::new(dialect);
+                    q.push("SELECT id, next_fire_time FROM cron_jobs WHERE id IN ")
+                        .bind_list(chunk);
+                    for row in MarkerRow::find_by_statement(q.build()).all(&txn).await? {
+                        if row.next_fire_time == target {
+                            moved.insert(row.id);
+                        }
+                    }
+                }
+            }
+        }
+        txn.commit().await?;
+        let last_id = steps.last().map(|(s, _, _)| s.cron_id);
+        Ok(DuePage {
+            claimed: crons.len(),
+            last_id,
+            steps: steps
+                .into_iter()
+                .map(|(step, created, note)| {
+                    let marker_moved =
+                        step.marker != MarkerMove::Keep && moved.contains(&step.cron_id);
+                    (
+                        StepDone {
+                            cron_id: step.cron_id,
+                            created,
+                            marker_moved,
+                        },
+                        note,
+                    )
+                })
+                .collect(),
+        })
     }
 }
 
