@@ -143,6 +143,11 @@ pub struct DispatcherSettings {
     pub min_cron_interval_seconds: u64,
     /// Executions are created this far ahead of their fire time, with run_at = fire time.
     pub lookahead_seconds: u64,
+    /// The lookahead grows with the load, up to this: a burst of fire times gets created
+    /// early enough to be in before its fire time (the time its creation took before).
+    pub max_lookahead_seconds: u64,
+    /// Crons per page of the dispatcher (one transaction: lock, create, move markers).
+    pub batch_size: u32,
     /// With misfire policy `all`, at most this many missed fire times are created per cron.
     pub max_catchup: u32,
     /// A fire time less than this late still runs whatever the misfire policy: only older
@@ -155,6 +160,8 @@ impl DispatcherSettings {
     pub const DEFAULT_MAX_SLEEP_SECONDS: f64 = 60.0;
     pub const DEFAULT_MIN_CRON_INTERVAL_SECONDS: u64 = 60;
     pub const DEFAULT_LOOKAHEAD_SECONDS: u64 = 5;
+    pub const DEFAULT_MAX_LOOKAHEAD_SECONDS: u64 = 60;
+    pub const DEFAULT_BATCH_SIZE: u32 = 1000;
     pub const DEFAULT_MAX_CATCHUP: u32 = 100;
     pub const DEFAULT_MISFIRE_GRACE_SECONDS: u64 = 30;
 }
@@ -166,6 +173,8 @@ impl Default for DispatcherSettings {
             max_sleep_seconds: Self::DEFAULT_MAX_SLEEP_SECONDS,
             min_cron_interval_seconds: Self::DEFAULT_MIN_CRON_INTERVAL_SECONDS,
             lookahead_seconds: Self::DEFAULT_LOOKAHEAD_SECONDS,
+            max_lookahead_seconds: Self::DEFAULT_MAX_LOOKAHEAD_SECONDS,
+            batch_size: Self::DEFAULT_BATCH_SIZE,
             max_catchup: Self::DEFAULT_MAX_CATCHUP,
             misfire_grace_seconds: Self::DEFAULT_MISFIRE_GRACE_SECONDS,
         }
@@ -478,6 +487,12 @@ impl Settings {
         let d = &self.dispatcher;
         positive("dispatcher.poll_interval_seconds", d.poll_interval_seconds)?;
         positive("dispatcher.max_sleep_seconds", d.max_sleep_seconds)?;
+        if d.batch_size == 0 || d.batch_size > 10_000 {
+            return Err(ConfigError::key(
+                "dispatcher.batch_size",
+                "must be between 1 and 10000",
+            ));
+        }
 
         let w = &self.worker;
         if w.concurrency == 0 {

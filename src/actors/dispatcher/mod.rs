@@ -1,21 +1,36 @@
 //! The Dispatcher: turns the fire times of enabled crons into `job_executions` rows.
 //!
-//! Each tick reads the database clock, re-reads `cron_jobs` every `poll_interval` (so edits,
-//! disables and deletes apply without a restart), creates the executions that are due within
-//! the lookahead (run_at = fire time, so workers start on the second), advances each cron's
-//! marker, and sleeps until the next creation is due, at most `max_sleep`.
+//! The crons stay in the database; the dispatcher keeps only their parsed schedules (one per
+//! distinct expression and zone) and a measure of its own pace. Each tick reads, in one
+//! query, when the next markers are due ([`Store::due_summary`]), then sleeps until then,
+//! at most `poll_interval`. When something is due it makes a pass over the crons by id, in
+//! pages of `batch_size` ([`Store::dispatch_due`]): a page locks the due crons no other
+//! dispatcher holds, plans their fire times up to the horizon (run_at = fire time, so
+//! workers start on the second), creates the executions in one batched insert-if-absent
+//! and moves the markers, all in one transaction.
 //!
-//! Any number of dispatchers may run: creation is insert-if-absent on
-//! `UNIQUE(job_id, scheduled_time)`, and the marker moves by conditional update; a dispatcher
-//! whose marker is stale re-reads the cron before creating. Rows are created before the marker
-//! moves, so a dispatcher that dies in between loses nothing. Crons with
-//! `allow_overlap = false` are created at their fire time (no lookahead) through
-//! [`Store::create_exclusive`].
+//! Any number of dispatchers may run. Pages of dispatchers running at once are disjoint
+//! (`FOR UPDATE SKIP LOCKED`; SQLite serialises them), so they share a burst of fire times
+//! between them; one that dies mid-page rolls back and its crons are taken by the next page
+//! of another. Creation is insert-if-absent on `UNIQUE(job_id, scheduled_time)` whatever
+//! happens, and a marker moves by conditional update only after its rows are in, in the
+//! same transaction. Crons with `allow_overlap = false` are created at their fire time (no
+//! lookahead) under [`Store::create_exclusive`]'s rule.
 //!
-//! Misfires: a fire time more than `misfire_grace` late (every dispatcher was down) is
-//! handled by the cron's policy ([`plan`]).
+//! The lookahead adapts to the load (`pace.rs`): to `lookahead_seconds` it adds the time the
+//! dispatcher expects to need for the crons due within `max_lookahead_seconds`, measured on
+//! its own earlier passes, so a burst of 100,000 fire times is in before its fire time.
+//!
+//! New, edited and re-enabled crons (no marker) are planned by the pass that runs every
+//! `poll_interval`; an edit applies to every execution created after it, since a page reads
+//! its crons under lock. Each poll also cancels executions created ahead for crons disabled
+//! or deleted since. Misfires (fire times more than `misfire_grace` late: every dispatcher
+//! was down) follow the cron's policy (`plan.rs`).
 
-use std::collections::BTreeMap;
+mod pace;
+mod page;
+pub(crate) mod plan;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,14 +40,13 @@ use tokio::time::Instant;
 
 use super::{backoff, send_later, Shared};
 use crate::config::DispatcherSettings;
-use crate::entities::cron_job::{self, MisfirePolicy};
-use crate::entities::job_execution::ParamSource;
-use crate::schedule::Schedule;
-use crate::store::create::{Created, NewExecution};
-use crate::store::StoreResult;
-use plan::{first_candidate, plan_fire_times};
+use crate::store::crons::DueQuery;
+use crate::store::{Store, StoreResult};
+use pace::Pace;
+use page::Planner;
 
-pub(crate) mod plan;
+/// How soon a tick looks again when crons are due but other dispatchers hold all of them.
+const RETRY_HELD: Duration = Duration::from_millis(100);
 
 /// The dispatcher's settings as durations, from `dispatcher.*`.
 #[derive(Debug, Clone)]
@@ -41,17 +55,25 @@ pub struct DispatcherConfig {
     pub max_sleep: Duration,
     pub min_cron_interval_seconds: i64,
     pub lookahead: chrono::Duration,
+    /// The adaptive lookahead's bound (at least `lookahead`).
+    pub max_lookahead: chrono::Duration,
+    /// Crons per page (one transaction).
+    pub batch_size: u64,
     pub max_catchup: usize,
     pub misfire_grace: chrono::Duration,
 }
 
 impl DispatcherConfig {
     pub fn from_settings(s: &DispatcherSettings) -> DispatcherConfig {
+        let lookahead = chrono::Duration::seconds(s.lookahead_seconds.min(86_400) as i64);
+        let max_lookahead = chrono::Duration::seconds(s.max_lookahead_seconds.min(86_400) as i64);
         DispatcherConfig {
             poll_interval: Duration::from_secs_f64(s.poll_interval_seconds),
             max_sleep: Duration::from_secs_f64(s.max_sleep_seconds),
             min_cron_interval_seconds: s.min_cron_interval_seconds.min(i64::MAX as u64) as i64,
-            lookahead: chrono::Duration::seconds(s.lookahead_seconds.min(86_400) as i64),
+            lookahead,
+            max_lookahead: max_lookahead.max(lookahead),
+            batch_size: u64::from(s.batch_size.max(1)),
             max_catchup: s.max_catchup as usize,
             misfire_grace: chrono::Duration::seconds(s.misfire_grace_seconds.min(86_400) as i64),
         }
@@ -64,17 +86,12 @@ pub enum DispatcherMsg {
 
 pub struct Dispatcher;
 
-struct CronEntry {
-    model: cron_job::Model,
-    /// The parsed schedule, or why the cron is refused (logged once per change).
-    schedule: Result<Schedule, String>,
-}
-
 pub struct DispatcherState {
     shared: Arc<Shared>,
     config: DispatcherConfig,
-    crons: BTreeMap<i64, CronEntry>,
-    last_reload: Option<Instant>,
+    planner: Planner,
+    pace: Pace,
+    last_poll: Option<Instant>,
     error_streak: u32,
     timer: Option<tokio::task::JoinHandle<()>>,
 }
@@ -92,14 +109,17 @@ impl Actor for Dispatcher {
         tracing::info!(
             poll_interval_seconds = config.poll_interval.as_secs_f64(),
             lookahead_seconds = config.lookahead.num_seconds(),
+            max_lookahead_seconds = config.max_lookahead.num_seconds(),
+            batch_size = config.batch_size,
             "dispatcher started"
         );
         myself.send_message(DispatcherMsg::Tick)?;
         Ok(DispatcherState {
             shared,
+            planner: Planner::new(&config),
+            pace: Pace::new(config.lookahead, config.max_lookahead),
             config,
-            crons: BTreeMap::new(),
-            last_reload: None,
+            last_poll: None,
             error_streak: 0,
             timer: None,
         })
@@ -155,267 +175,102 @@ impl Actor for Dispatcher {
     }
 }
 
-/// One pass; returns how long to sleep.
+/// One tick; returns how long to sleep.
 async fn tick(state: &mut DispatcherState) -> StoreResult<Duration> {
     let started = Instant::now();
     let store = state.shared.store.clone();
-    let now = store.now().await?;
-    let reload_due = state
-        .last_reload
+    let poll_due = state
+        .last_poll
         .is_none_or(|t| t.elapsed() >= state.config.poll_interval);
-    if reload_due {
-        reload(state, now).await?;
-        state.last_reload = Some(Instant::now());
+    if poll_due {
+        // Edits cancel what they unschedule in their own transaction; this catches rows a
+        // page created while its cron was being disabled or deleted.
+        let cancelled = store.cancel_unscheduled().await?;
+        if cancelled > 0 {
+            tracing::info!(
+                cancelled,
+                "cancelled executions created ahead for crons that were disabled or deleted since"
+            );
+        }
+        state.last_poll = Some(Instant::now());
+    }
+
+    let within = state.config.max_lookahead.num_milliseconds() as f64 / 1000.0;
+    let summary = store.due_summary(within).await?;
+    let now = summary.now;
+    let lookahead = state.pace.lookahead(summary.due_soon);
+    let horizon = now + lookahead;
+    let markers_due = summary.next_overlap.is_some_and(|t| t <= horizon)
+        || summary.next_exclusive.is_some_and(|t| t <= now);
+    let mut held = false;
+    if markers_due || (poll_due && summary.unmarked > 0) {
+        let decided = pass(state, &store, now, horizon, lookahead, summary.due_soon).await?;
+        if decided > 0 {
+            // Markers moved: the next tick reads where they are now.
+            return Ok(Duration::ZERO);
+        }
+        // Due, yet nothing to take: other dispatchers hold those crons (or a page of theirs
+        // just committed). Look again shortly, in case one of them died.
+        held = markers_due;
     }
 
     let mut wake = now + chrono::Duration::from_std(state.config.max_sleep).unwrap_or_default();
-    let ids: Vec<i64> = state.crons.keys().copied().collect();
-    for id in ids {
-        if let Some(at) = process_cron(state, id, now).await? {
-            wake = wake.min(at);
-        }
+    if let Some(t) = summary.next_overlap {
+        wake = wake.min(t - lookahead);
     }
-
-    let until_wake = (wake - now).to_std().unwrap_or_default();
-    let until_reload = state
-        .last_reload
+    if let Some(t) = summary.next_exclusive {
+        wake = wake.min(t);
+    }
+    let mut sleep = (wake - now)
+        .to_std()
+        .unwrap_or_default()
+        .saturating_sub(started.elapsed());
+    if held {
+        sleep = sleep.max(RETRY_HELD);
+    }
+    let until_poll = state
+        .last_poll
         .map(|t| state.config.poll_interval.saturating_sub(t.elapsed()))
         .unwrap_or_default();
-    let sleep = until_wake
-        .min(until_reload)
-        .min(state.config.max_sleep)
-        .saturating_sub(started.elapsed());
-    Ok(sleep)
+    Ok(sleep.min(until_poll).min(state.config.max_sleep))
 }
 
-/// Re-reads the enabled crons; parses a schedule again only when it changed.
-async fn reload(state: &mut DispatcherState, now: DateTime<Utc>) -> StoreResult<()> {
-    let rows = state.shared.store.enabled_crons().await?;
-    let mut next = BTreeMap::new();
-    for row in rows {
-        let schedule = match state.crons.remove(&row.id) {
-            Some(old)
-                if old.model.cron_expression == row.cron_expression
-                    && old.model.timezone == row.timezone =>
-            {
-                old.schedule
-            }
-            _ => parse_schedule(&row, now, state.config.min_cron_interval_seconds),
-        };
-        next.insert(
-            row.id,
-            CronEntry {
-                model: row,
-                schedule,
-            },
-        );
-    }
-    for (id, gone) in std::mem::take(&mut state.crons) {
-        tracing::info!(job_id = id, cron = %gone.model.name, "cron disabled or deleted; it no longer fires");
-    }
-    state.crons = next;
-    let cancelled = state.shared.store.cancel_unscheduled().await?;
-    if cancelled > 0 {
-        tracing::info!(
-            cancelled,
-            "cancelled executions created ahead for crons that were disabled or deleted since"
-        );
-    }
-    Ok(())
-}
-
-fn parse_schedule(
-    cron: &cron_job::Model,
-    now: DateTime<Utc>,
-    min_interval: i64,
-) -> Result<Schedule, String> {
-    let parsed = Schedule::parse(&cron.cron_expression, &cron.timezone)
-        .and_then(|s| s.check_min_interval(min_interval, now).map(|()| s));
-    match parsed {
-        Ok(schedule) => {
-            tracing::info!(
-                job_id = cron.id,
-                cron = %cron.name,
-                expression = %cron.cron_expression,
-                timezone = %cron.timezone,
-                handler = %cron.handler_name,
-                "cron scheduled"
-            );
-            Ok(schedule)
-        }
-        Err(e) => {
-            tracing::warn!(
-                job_id = cron.id,
-                cron = %cron.name,
-                expression = %cron.cron_expression,
-                timezone = %cron.timezone,
-                reason = %e,
-                "cron refused: it will not fire until it is fixed"
-            );
-            Err(e.to_string())
-        }
-    }
-}
-
-/// Creates what is due for one cron; returns when (database clock) it next needs attention.
-async fn process_cron(
+/// One pass over the due crons, page by page in id order; returns how many crons it
+/// decided on.
+async fn pass(
     state: &mut DispatcherState,
-    id: i64,
+    store: &Store,
     now: DateTime<Utc>,
-) -> StoreResult<Option<DateTime<Utc>>> {
-    let config = state.config.clone();
-    let store = state.shared.store.clone();
-    let Some(entry) = state.crons.get_mut(&id) else {
-        return Ok(None);
-    };
-    let Ok(schedule) = &entry.schedule else {
-        return Ok(None);
-    };
-    let lookahead = if entry.model.allow_overlap {
-        config.lookahead
-    } else {
-        chrono::Duration::zero()
-    };
-    let horizon = now + lookahead;
-    let first = first_candidate(&entry.model, schedule, now, config.misfire_grace);
-    match first {
-        Some(t) if t <= horizon => {}
-        Some(t) => return Ok(Some(t - lookahead)),
-        None => return Ok(None),
-    }
-
-    // Due: another dispatcher may have moved the marker since the last reload.
-    match store.cron(id).await? {
-        Some(fresh) if fresh.is_enabled => {
-            if fresh.cron_expression != entry.model.cron_expression
-                || fresh.timezone != entry.model.timezone
-            {
-                entry.schedule = parse_schedule(&fresh, now, config.min_cron_interval_seconds);
-            }
-            entry.model = fresh;
-        }
-        _ => {
-            state.crons.remove(&id);
-            tracing::info!(job_id = id, "cron disabled or deleted; it no longer fires");
-            return Ok(None);
-        }
-    }
-    let Ok(schedule) = &entry.schedule else {
-        return Ok(None);
-    };
-    let cron = &entry.model;
-    let Some(first) = first_candidate(cron, schedule, now, config.misfire_grace) else {
-        return Ok(None);
-    };
-    if first > horizon {
-        return Ok(Some(first - lookahead));
-    }
-
-    let policy = cron.misfire_policy.parse().unwrap_or_else(|e: String| {
-        tracing::warn!(job_id = cron.id, error = %e, "using misfire policy `latest`");
-        MisfirePolicy::Latest
-    });
-    let plan = plan_fire_times(
-        schedule,
-        first,
-        now,
-        horizon,
-        config.misfire_grace,
-        policy,
-        config.max_catchup,
-    );
-    if let Some(missed) = &plan.missed {
-        let first_missed = missed.first.to_rfc3339();
-        let last_missed = missed.last.to_rfc3339();
-        if missed.exact {
-            tracing::warn!(
-                job_id = cron.id,
-                cron = %cron.name,
-                missed = missed.count,
-                kept = missed.kept,
-                dropped = missed.dropped(),
-                first_missed = %first_missed,
-                last_missed = %last_missed,
-                policy = policy.as_str(),
-                "missed fire times (no dispatcher was running); applying the misfire policy"
-            );
-        } else {
-            tracing::warn!(
-                job_id = cron.id,
-                cron = %cron.name,
-                missed_at_least = missed.count,
-                kept = missed.kept,
-                dropped_at_least = missed.dropped(),
-                first_missed = %first_missed,
-                last_missed = %last_missed,
-                policy = policy.as_str(),
-                "missed at least {} fire times (no dispatcher was running); applying the \
-                 misfire policy",
-                missed.count
-            );
-        }
-    }
-
-    let mut last_created = None;
-    for fire in &plan.create {
-        let new = NewExecution {
-            job_id: Some(cron.id),
-            handler_name: cron.handler_name.clone(),
-            scheduled_time: *fire,
-            run_at: *fire,
-            params: cron.handler_params.clone(),
-            param_source: ParamSource::Cron,
-            max_retry: cron.max_retry,
-            timeout_seconds: cron.timeout_seconds,
+    horizon: DateTime<Utc>,
+    lookahead: chrono::Duration,
+    due_soon: i64,
+) -> StoreResult<usize> {
+    let started = Instant::now();
+    let mut tally = page::Tally::default();
+    let mut after_id = 0;
+    loop {
+        let query = DueQuery {
+            after_id,
+            limit: state.config.batch_size,
+            horizon,
+            now,
         };
-        let created = if cron.allow_overlap {
-            store.create_if_absent(&new).await?
-        } else {
-            store.create_exclusive(&new).await?
-        };
-        match created {
-            Created::New(execution_id) => {
-                last_created = Some(*fire);
-                tracing::info!(
-                    execution_id,
-                    job_id = cron.id,
-                    handler = %cron.handler_name,
-                    scheduled_time = %fire.to_rfc3339(),
-                    "execution created"
-                );
-            }
-            Created::Exists => {
-                last_created = Some(*fire);
-                tracing::debug!(job_id = cron.id, scheduled_time = %fire.to_rfc3339(), "already created by another dispatcher");
-            }
-            Created::Overlap => tracing::info!(
-                job_id = cron.id,
-                cron = %cron.name,
-                handler = %cron.handler_name,
-                scheduled_time = %fire.to_rfc3339(),
-                "fire time skipped: the previous execution has not finished (allow_overlap = false)"
-            ),
+        let planner = &mut state.planner;
+        let done = store
+            .dispatch_due(&query, |crons| planner.plan(crons, now, lookahead))
+            .await?;
+        let decided = done.steps.len();
+        tally.page(&done);
+        match done.last_id {
+            Some(id) if decided > 0 => after_id = id,
+            _ => break,
+        }
+        if done.claimed < state.config.batch_size as usize && decided == done.claimed {
+            break;
         }
     }
-
-    let Some(next) = plan.next_marker else {
-        tracing::warn!(job_id = cron.id, "the schedule has no further fire times");
-        return Ok(None);
-    };
-    let expected = cron.next_fire_time;
-    if store
-        .advance_marker(cron.id, expected, next, last_created)
-        .await?
-    {
-        entry.model.next_fire_time = Some(next);
-        if last_created.is_some() {
-            entry.model.last_fire_time = last_created;
-        }
-    } else {
-        tracing::debug!(
-            job_id = cron.id,
-            "another dispatcher advanced the marker first"
-        );
-    }
-    Ok(Some(next - lookahead))
+    let elapsed = started.elapsed();
+    state.pace.record(due_soon, tally.rows(), elapsed);
+    tally.log(elapsed, lookahead);
+    Ok(tally.decided)
 }

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 
 use chrono::{DateTime, Utc};
 
-use crate::entities::cron_job::{self, MisfirePolicy};
+use crate::entities::cron_job::MisfirePolicy;
 use crate::schedule::Schedule;
 
 /// On-time fire times created per cron per tick; more continue on the next tick.
@@ -20,12 +20,13 @@ pub(crate) const MAX_SCAN: usize = 100_000;
 /// `grace` in the past. A marker that is not a fire time of the current schedule (the
 /// expression was edited) counts as none.
 pub(crate) fn first_candidate(
-    cron: &cron_job::Model,
+    marker: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
     schedule: &Schedule,
     now: DateTime<Utc>,
     grace: chrono::Duration,
 ) -> Option<DateTime<Utc>> {
-    match cron.next_fire_time {
+    match marker {
         Some(marker)
             if schedule.next_after(marker - chrono::Duration::seconds(1)) == Some(marker) =>
         {
@@ -33,7 +34,7 @@ pub(crate) fn first_candidate(
         }
         // Clamped to now: a row written by hand in a non-UTC MySQL session can carry a local
         // time ahead of UTC, which must not delay the cron.
-        _ => schedule.next_after(cron.updated_at.min(now).max(now - grace)),
+        _ => schedule.next_after(updated_at.min(now).max(now - grace)),
     }
 }
 
