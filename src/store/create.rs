@@ -161,6 +161,15 @@ impl Store {
             };
             out.extend(retry_transient(run).await?);
         }
+        let first_new = new
+            .iter()
+            .zip(&out)
+            .filter(|(_, c)| c.is_new())
+            .map(|(n, _)| n.run_at)
+            .min();
+        if let Some(run_at) = first_new {
+            self.announce_due(run_at).await;
+        }
         Ok(out)
     }
 }

@@ -604,6 +604,15 @@ impl Store {
             }
         }
         txn.commit().await?;
+        let first_new = steps
+            .iter()
+            .flat_map(|(step, created, _)| step.create.iter().zip(created))
+            .filter(|(_, (_, c))| c.is_new())
+            .map(|(new, _)| new.run_at)
+            .min();
+        if let Some(run_at) = first_new {
+            self.announce_due(run_at).await;
+        }
         let last_id = steps.last().map(|(s, _, _)| s.cron_id);
         Ok(DuePage {
             claimed: crons.len(),
