@@ -757,10 +757,11 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let cases: [(&str, &str, &str); 5] = [
+        let cases: [(&str, &str, &str); 6] = [
             ("JOBU__ADMIN__PORT", "eighty", "admin.port"),
             ("JOBU__ADMIN__PORTT", "80", "portt"),
             ("JOBU__WORKER__CONCURRENCY", "0", "worker.concurrency"),
+            ("JOBU__DISPATCHER__BATCH_SIZE", "0", "dispatcher.batch_size"),
             (
                 "JOBU__DATABASES__DEFAULT__URL",
                 "redis://x",
