@@ -490,6 +490,7 @@ async fn the_daemon_runs_http_jobs_only_when_enabled() {
                     "handler_name": "http",
                     "params": {
                         "url": format!("http://127.0.0.1:{port}/json"),
+                        "headers": {"Authorization": "Bearer LOGSECRET"},
                         "result_headers": ["etag"],
                     },
                 }),
@@ -501,6 +502,12 @@ async fn the_daemon_runs_http_jobs_only_when_enabled() {
         assert_eq!(job["status"], "SUCCESS", "{job}\n{}", tail(&server.log(), 30));
         assert_eq!(job["result"]["status"], 200, "{job}");
         assert_eq!(job["result"]["headers"]["etag"], "\"v1\"", "{job}");
+        let log = server.log();
+        assert!(
+            log.contains("http response") && !log.contains("LOGSECRET"),
+            "one line per request, without header values:\n{}", 
+            tail(&log, 30)
+        );
 
         // A host the list does not hold: a 422 naming the params.
         let refused = server

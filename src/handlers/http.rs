@@ -24,8 +24,9 @@
 //! never retries by itself, a 5xx included): a status outside `accept_status` (the message
 //! holds the status and the start of the body tail), a timeout, a DNS, connection or TLS
 //! error, a refused redirect. Redirects are followed up to [`MAX_REDIRECTS`], each hop's host
-//! checked against the allow-list. Messages and logs name the method and the URL without
-//! its query (which may hold a key) and never a header value.
+//! checked against the allow-list. Messages name the method and the URL without its query
+//! (which may hold a key), the log line of each request its method, host, status and time;
+//! neither ever holds a header value.
 
 use std::error::Error as StdError;
 use std::net::IpAddr;
@@ -525,13 +526,12 @@ async fn send(
         Body::Text(text) => request.body(text),
     };
 
+    // One log line per request; the attempt's span (`actors::task`) adds the execution
+    // id, handler, attempt and worker. Never a header value.
     let started = Instant::now();
     let failed = |err: reqwest::Error| {
         let error = describe_error(err, &target, timeout);
         tracing::info!(
-            execution_id = ctx.execution_id,
-            handler = %ctx.handler_name,
-            attempt = ctx.attempt,
             method = %method,
             host = %host,
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -553,9 +553,6 @@ async fn send(
     }
     let body_tail = tail.into_string();
     tracing::info!(
-        execution_id = ctx.execution_id,
-        handler = %ctx.handler_name,
-        attempt = ctx.attempt,
         method = %method,
         host = %host,
         status = status.as_u16(),
