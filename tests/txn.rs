@@ -747,6 +747,37 @@ async fn last_resource_killed_after_its_commit_recovery_commits_the_rest() {
     w.cleanup().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recovery_leaves_other_deployments_branches_alone() {
+    let w = World::new(
+        Backend::Postgres,
+        &[("pg", Backend::Postgres), ("maria", Backend::MySql)],
+    )
+    .await;
+    killed_mid_commit(&w, "kill_after_prepare").await;
+    assert_eq!(w.prepared().await.len(), 2);
+    // Another jobu deployment (its own database) uses the same participants: its recovery,
+    // however eager, must not touch this deployment's in-doubt branches.
+    let other = TestDb::create(Backend::Sqlite).await.expect("other jobu");
+    let theirs = coordinator(&other.store, &w.parts, &BTreeMap::new()).await;
+    assert_ne!(theirs.id(), w.coordinator.id());
+    let report = Recovery::new(&theirs, "other-recovery")
+        .run_once(Duration::ZERO, LONG)
+        .await;
+    assert_eq!(report.rolled_back + report.committed, 0, "{report:?}");
+    assert_eq!(
+        w.prepared().await.len(),
+        2,
+        "the other deployment left them alone"
+    );
+    // This deployment's own recovery finishes them.
+    let report = w.recover(Duration::ZERO).await;
+    assert_eq!(report.rolled_back, 2, "{report:?}");
+    w.assert_unchanged().await;
+    other.cleanup().await;
+    w.cleanup().await;
+}
+
 // --- Concurrency ----------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
