@@ -859,6 +859,41 @@ mod tests {
     }
 
     #[test]
+    fn transaction_and_sql_settings_are_validated_by_key() {
+        let s = Settings::load(&env(&[
+            ("JOBU__WORKER__TRANSACTIONS__IN_DOUBT_GRACE_SECONDS", "5"),
+            ("JOBU__HANDLERS__SQL__MAX_RESULT_ROWS", "7"),
+        ]))
+        .expect("loads");
+        assert_eq!(s.worker.transactions.in_doubt_grace_seconds, 5);
+        assert_eq!(s.handlers.sql.max_result_rows, 7);
+        for (var, key) in [
+            (
+                "JOBU__WORKER__TRANSACTIONS__RECOVERY_INTERVAL_SECONDS",
+                "worker.transactions.recovery_interval_seconds",
+            ),
+            (
+                "JOBU__WORKER__TRANSACTIONS__IN_DOUBT_GRACE_SECONDS",
+                "worker.transactions.in_doubt_grace_seconds",
+            ),
+            (
+                "JOBU__WORKER__TRANSACTIONS__LOG_RETENTION_HOURS",
+                "worker.transactions.log_retention_hours",
+            ),
+            (
+                "JOBU__HANDLERS__SQL__MAX_RESULT_ROWS",
+                "handlers.sql.max_result_rows",
+            ),
+        ] {
+            let err = Settings::load(&env(&[(var, "0")])).expect_err(var);
+            assert!(err.to_string().contains(key), "{var}: {err}");
+        }
+        let err = Settings::load(&env(&[("JOBU__WORKER__DATABASES", "default,billing")]))
+            .expect_err("unconfigured");
+        assert!(err.to_string().contains("worker.databases[1]"), "{err}");
+    }
+
+    #[test]
     fn allowed_hosts_from_env_and_their_validation() {
         let s = Settings::load(&env(&[(
             "JOBU__ADMIN__ALLOWED_HOSTS",

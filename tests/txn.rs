@@ -27,8 +27,37 @@ const LONG: Duration = Duration::from_secs(3600);
 /// jobu's database and the participants, by name.
 struct World {
     jobu: TestDb,
-    parts: Vec<(String, TestDb)>,
+    parts: Vec<(String, Part)>,
     coordinator: Coordinator,
+}
+
+/// A participant database: a test database of the shared servers, or one of a private
+/// PostgreSQL cluster.
+struct Part {
+    backend: Backend,
+    url: String,
+    store: Store,
+    test_db: Option<TestDb>,
+}
+
+impl Part {
+    fn of(db: TestDb) -> Part {
+        Part {
+            backend: db.backend,
+            url: db.url.clone(),
+            store: db.store.clone(),
+            test_db: Some(db),
+        }
+    }
+
+    async fn cleanup(self) {
+        match self.test_db {
+            Some(db) => db.cleanup().await,
+            None => {
+                let _ = self.store.close().await;
+            }
+        }
+    }
 }
 
 fn ph(backend: DbBackend, n: usize) -> String {
@@ -61,7 +90,7 @@ impl World {
                 .await
                 .expect("participant database");
             setup_accounts(db.store.connection()).await;
-            made.push((name.to_string(), db));
+            made.push((name.to_string(), Part::of(db)));
         }
         let coordinator = coordinator(&jobu.store, &made, &BTreeMap::new()).await;
         World {
@@ -71,7 +100,7 @@ impl World {
         }
     }
 
-    fn part(&self, name: &str) -> &TestDb {
+    fn part(&self, name: &str) -> &Part {
         &self
             .parts
             .iter()
@@ -128,7 +157,7 @@ impl World {
 /// A coordinator over `parts`, reaching those named in `via` through another URL (a proxy).
 async fn coordinator(
     jobu: &Store,
-    parts: &[(String, TestDb)],
+    parts: &[(String, Part)],
     via: &BTreeMap<String, String>,
 ) -> Coordinator {
     let mut stores = Vec::new();
@@ -198,7 +227,7 @@ async fn balances(db: &impl ConnectionTrait) -> Vec<i64> {
         .collect()
 }
 
-async fn prepared_on(db: &TestDb, coordinator: &str) -> Vec<String> {
+async fn prepared_on(db: &Part, coordinator: &str) -> Vec<String> {
     let conn = db.store.connection();
     let prefix = format!("jobu:{coordinator}:");
     match db.backend {
@@ -776,6 +805,177 @@ async fn recovery_leaves_other_deployments_branches_alone() {
     w.assert_unchanged().await;
     other.cleanup().await;
     w.cleanup().await;
+}
+
+// --- A participant server restarted ---------------------------------------------------------
+
+/// A PostgreSQL cluster of the test's own (initdb + pg_ctl in a temporary folder, on a free
+/// port), so it can be crash-restarted without touching the shared server. Run as the
+/// `postgres` user when the tests run as root (PostgreSQL refuses root).
+struct PrivatePg {
+    dir: std::path::PathBuf,
+    port: u16,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+impl PrivatePg {
+    fn command(program: &str) -> std::process::Command {
+        let path = format!("{PG_BIN}/{program}");
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--", &path]);
+            c
+        } else {
+            std::process::Command::new(path)
+        }
+    }
+
+    fn run(program: &str, args: &[&str]) {
+        let out = Self::command(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"));
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn start() -> PrivatePg {
+        let dir = std::env::temp_dir().join(format!(
+            "{}pg_{}",
+            common::TEST_DB_PREFIX,
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ));
+        std::fs::create_dir_all(&dir).expect("cluster dir");
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let status = std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .expect("chown");
+            assert!(status.success());
+        }
+        let data = dir.join("data");
+        let data = data.to_str().expect("path");
+        Self::run(
+            "initdb",
+            &["-D", data, "-A", "trust", "-U", "postgres", "--no-sync"],
+        );
+        let port = common::admin::free_port();
+        let pg = PrivatePg { dir, port };
+        pg.pg_ctl_start();
+        pg
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    fn pg_ctl_start(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_prepared_transactions=10 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("log").display().to_string();
+        Self::run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    /// Kills the server as a crash would (immediate stop) and starts it again.
+    fn crash_restart(&self) {
+        Self::run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+        self.pg_ctl_start();
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = Self::command("pg_ctl")
+            .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_participant_server_crash_restarted_while_in_doubt_is_recovered() {
+    let pg = PrivatePg::start();
+    let jobu = TestDb::create(Backend::Postgres)
+        .await
+        .expect("jobu database");
+    let maria = TestDb::create_with(Backend::MySql, false)
+        .await
+        .expect("maria");
+    setup_accounts(maria.store.connection()).await;
+    let private = Store::connect(&jobu::config::DatabaseSettings {
+        min_connections: 0,
+        ..jobu::config::DatabaseSettings::with_url(pg.url())
+    })
+    .await
+    .expect("private cluster");
+    setup_accounts(private.connection()).await;
+    let parts = vec![
+        (
+            "pg".to_string(),
+            Part {
+                backend: Backend::Postgres,
+                url: pg.url(),
+                store: private,
+                test_db: None,
+            },
+        ),
+        ("maria".to_string(), Part::of(maria)),
+    ];
+    let coordinator = coordinator(&jobu.store, &parts, &BTreeMap::new()).await;
+    let w = World {
+        jobu,
+        parts,
+        coordinator,
+    };
+    killed_mid_commit(&w, "kill_after_decision").await;
+    assert_eq!(w.prepared().await.len(), 2, "both branches in doubt");
+    // The participant's server crashes and comes back: its prepared branch survives, and
+    // recovery reconnects and commits it with the other.
+    pg.crash_restart();
+    assert_eq!(
+        w.prepared().await.len(),
+        2,
+        "the prepared branch survived the crash"
+    );
+    let report = w.recover(LONG).await;
+    assert_eq!(report.committed, 2, "{report:?}");
+    let bal = w.balances().await;
+    assert_eq!(bal["pg"], [START_BALANCE - 25, START_BALANCE]);
+    assert_eq!(bal["maria"], [START_BALANCE + 25, START_BALANCE]);
+    assert_eq!(w.prepared().await, Vec::<String>::new());
+    w.cleanup().await;
+    drop(pg);
 }
 
 // --- Concurrency ----------------------------------------------------------------------------
