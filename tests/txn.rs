@@ -815,6 +815,7 @@ async fn recovery_leaves_other_deployments_branches_alone() {
 struct PrivatePg {
     dir: std::path::PathBuf,
     port: u16,
+    max_prepared_transactions: u32,
 }
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -847,6 +848,10 @@ impl PrivatePg {
     }
 
     fn start() -> PrivatePg {
+        Self::start_with(10)
+    }
+
+    fn start_with(max_prepared_transactions: u32) -> PrivatePg {
         let dir = std::env::temp_dir().join(format!(
             "{}pg_{}",
             common::TEST_DB_PREFIX,
@@ -869,7 +874,11 @@ impl PrivatePg {
             &["-D", data, "-A", "trust", "-U", "postgres", "--no-sync"],
         );
         let port = common::admin::free_port();
-        let pg = PrivatePg { dir, port };
+        let pg = PrivatePg {
+            dir,
+            port,
+            max_prepared_transactions,
+        };
         pg.pg_ctl_start();
         pg
     }
@@ -880,9 +889,10 @@ impl PrivatePg {
 
     fn pg_ctl_start(&self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_prepared_transactions=10 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_prepared_transactions={} -c fsync=off",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.max_prepared_transactions
         );
         let log = self.dir.join("log").display().to_string();
         Self::run(
@@ -975,6 +985,70 @@ async fn a_participant_server_crash_restarted_while_in_doubt_is_recovered() {
     assert_eq!(bal["maria"], [START_BALANCE + 25, START_BALANCE]);
     assert_eq!(w.prepared().await, Vec::<String>::new());
     w.cleanup().await;
+    drop(pg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_that_cannot_prepare_is_refused_plainly_in_two_phase_commit() {
+    let pg = PrivatePg::start_with(0);
+    let jobu = TestDb::create(Backend::Sqlite)
+        .await
+        .expect("jobu database");
+    let maria = TestDb::create_with(Backend::MySql, false)
+        .await
+        .expect("maria");
+    setup_accounts(maria.store.connection()).await;
+    let private = Store::connect(&jobu::config::DatabaseSettings {
+        min_connections: 0,
+        ..jobu::config::DatabaseSettings::with_url(pg.url())
+    })
+    .await
+    .expect("private cluster");
+    setup_accounts(private.connection()).await;
+    let databases = Databases::from_stores([
+        ("pg".to_string(), private.clone()),
+        ("maria".to_string(), maria.store.clone()),
+    ])
+    .await;
+    match &databases.get("pg").expect("pg").two_phase {
+        jobu::txn::TwoPhase::Unavailable(why) => {
+            assert!(why.contains("max_prepared_transactions is 0"), "{why}")
+        }
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    assert_eq!(
+        databases.get("maria").expect("maria").two_phase,
+        jobu::txn::TwoPhase::Available
+    );
+    let c = Coordinator::open(jobu.store.clone(), databases)
+        .await
+        .expect("coordinator");
+    let fence = fence(&jobu.store).await;
+    let err = transfer(&c, &fence, "pg", "maria", 5)
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(err, TxnError::Refused(_))
+            && err.to_string().contains("database `pg` cannot take part"),
+        "{err}"
+    );
+    // Alone it is an ordinary transaction.
+    c.run(&fence, &["pg"], |tx| {
+        Box::pin(async move { add(tx.db("pg")?, 1, -5).await })
+    })
+    .await
+    .expect("one database commits");
+    assert_eq!(
+        balances(private.connection()).await,
+        [START_BALANCE - 5, START_BALANCE]
+    );
+    assert_eq!(
+        balances(maria.store.connection()).await,
+        [START_BALANCE, START_BALANCE]
+    );
+    let _ = private.close().await;
+    maria.cleanup().await;
+    jobu.cleanup().await;
     drop(pg);
 }
 
