@@ -1,7 +1,7 @@
 //! The Recovery service: at start and every `interval`, finishes two-phase transactions left
 //! in doubt on the named databases (`crate::txn::recovery`: commit or roll back per the
-//! decision log). Runs in worker processes that have named databases; safe with any number
-//! of them at once.
+//! decision log). Runs in worker processes whose named databases can make a transaction over
+//! several (two or more, one that can prepare); safe with any number of them at once.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -165,7 +165,9 @@ impl Actor for Supervisor {
             (roles.worker, ChildKind::WorkerPool),
             (roles.rescuer, ChildKind::Rescuer),
             (
-                roles.worker && state.shared.coordinator.is_some(),
+                roles.worker
+                    && state.shared.coordinator.is_some()
+                    && state.shared.databases.can_span_several(),
                 ChildKind::Recovery,
             ),
             (roles.dispatcher || roles.worker, ChildKind::Presence),

@@ -167,6 +167,16 @@ impl Databases {
         self.by_name.is_empty()
     }
 
+    /// Whether a transaction over several of them is possible at all: two or more
+    /// databases, one of which can prepare. (Recovery has nothing to do otherwise.)
+    pub fn can_span_several(&self) -> bool {
+        self.by_name.len() >= 2
+            && self
+                .by_name
+                .values()
+                .any(|p| p.two_phase == TwoPhase::Available)
+    }
+
     /// Each database answers a trivial query within [`PING_TIMEOUT`]: `Ok` or why not.
     pub async fn ping(&self) -> Vec<(String, Result<(), String>)> {
         let mut out = Vec::new();
