@@ -25,6 +25,9 @@ use crate::store::{Dialect, Store};
 
 /// Unfinished log rows looked at per pass.
 const UNFINISHED_PER_PASS: u32 = 500;
+/// Old log rows and last-resource records are deleted at most this often (the SQLite delete
+/// takes its write lock, which may wait behind a running transaction).
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,6 +51,7 @@ pub struct Recovery {
     coordinator_id: String,
     worker_id: String,
     first_seen: HashMap<String, Instant>,
+    last_purge: Option<Instant>,
 }
 
 impl Recovery {
@@ -59,6 +63,7 @@ impl Recovery {
             coordinator_id: coordinator.id().to_string(),
             worker_id: worker_id.into(),
             first_seen: HashMap::new(),
+            last_purge: None,
         }
     }
 
@@ -115,6 +120,10 @@ impl Recovery {
         }
         self.first_seen = seen_now;
         report.completed = self.complete_finished(grace, &pending, &unread).await;
+        if self.last_purge.is_some_and(|t| t.elapsed() < PURGE_EVERY) {
+            return report;
+        }
+        self.last_purge = Some(Instant::now());
         let retention_s = retention.as_secs_f64();
         if let Err(e) = log::purge(&self.store, retention_s).await {
             tracing::debug!(error = %e, "recovery: cannot purge the decision log");
