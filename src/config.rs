@@ -29,14 +29,16 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/jobu.db?mode=rwc";
 /// Where the admin token jobu generates is kept, next to the SQLite default.
 pub const DEFAULT_ADMIN_TOKEN_FILE: &str = "data/admin_token";
 
-/// Cap on `handlers.shell.output_tail_bytes`: results are stored in a database row.
+/// Cap on `handlers.shell.output_tail_bytes` and `handlers.http.body_tail_bytes`: results are
+/// stored in a database row.
 const MAX_OUTPUT_TAIL_BYTES: usize = 1024 * 1024;
 /// Cap on `handlers.sql.max_result_rows`: results are stored in a database row.
 const MAX_SQL_RESULT_ROWS: usize = 10_000;
 
 /// Keys whose environment value is a comma-separated list.
-const ENV_LIST_KEYS: [&str; 5] = [
+const ENV_LIST_KEYS: [&str; 6] = [
     "worker.databases",
+    "handlers.http.allowed_hosts",
     "admin.allowed_hosts",
     "admin.cors.allow_origins",
     "admin.cors.allow_methods",
@@ -290,6 +292,7 @@ impl Default for TransactionSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct HandlersSettings {
     pub shell: ShellSettings,
+    pub http: HttpSettings,
     pub sql: SqlSettings,
 }
 
@@ -332,6 +335,33 @@ impl Default for ShellSettings {
         ShellSettings {
             enabled: false,
             output_tail_bytes: Self::DEFAULT_OUTPUT_TAIL_BYTES,
+        }
+    }
+}
+
+/// The `http` handler sends requests that `job_executions.params` describe from the worker,
+/// which may reach services nothing else exposes: it is off unless enabled.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    pub enabled: bool,
+    /// Hosts requests (and each redirect) may go to: exact names, `.example.com` for the
+    /// domain and its subdomains, IP addresses, `*`. Empty: any host.
+    pub allowed_hosts: Vec<String>,
+    /// Bytes of the response body kept (the tail) in the result and error message.
+    pub body_tail_bytes: usize,
+}
+
+impl HttpSettings {
+    pub const DEFAULT_BODY_TAIL_BYTES: usize = 4096;
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            enabled: false,
+            allowed_hosts: Vec::new(),
+            body_tail_bytes: Self::DEFAULT_BODY_TAIL_BYTES,
         }
     }
 }
@@ -649,6 +679,18 @@ impl Settings {
                 format!("must be between 1 and {MAX_OUTPUT_TAIL_BYTES}"),
             ));
         }
+        let http = &self.handlers.http;
+        if http.body_tail_bytes == 0 || http.body_tail_bytes > MAX_OUTPUT_TAIL_BYTES {
+            return Err(ConfigError::key(
+                "handlers.http.body_tail_bytes",
+                format!("must be between 1 and {MAX_OUTPUT_TAIL_BYTES}"),
+            ));
+        }
+        // The same syntax as admin.allowed_hosts; the handler matches URLs against it.
+        for (i, entry) in http.allowed_hosts.iter().enumerate() {
+            validate_allowed_host(entry)
+                .map_err(|m| ConfigError::key(format!("handlers.http.allowed_hosts[{i}]"), m))?;
+        }
 
         if self.admin.host.parse::<std::net::IpAddr>().is_err() && self.admin.host != "localhost" {
             return Err(ConfigError::key(
@@ -922,6 +964,54 @@ mod tests {
                 .expect_err(bad)
                 .to_string();
             assert!(err.contains("admin.allowed_hosts[0]"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn http_handler_settings_from_env_and_their_validation() {
+        let s = Settings::load(&env(&[])).expect("loads");
+        assert!(!s.handlers.http.enabled, "off unless enabled");
+        let s = Settings::load(&env(&[
+            ("JOBU__HANDLERS__HTTP__ENABLED", "true"),
+            (
+                "JOBU__HANDLERS__HTTP__ALLOWED_HOSTS",
+                "api.example.com,.corp.example,127.0.0.1",
+            ),
+            ("JOBU__HANDLERS__HTTP__BODY_TAIL_BYTES", "100"),
+        ]))
+        .expect("loads");
+        assert!(s.handlers.http.enabled);
+        assert_eq!(
+            s.handlers.http.allowed_hosts,
+            ["api.example.com", ".corp.example", "127.0.0.1"]
+        );
+        assert_eq!(s.handlers.http.body_tail_bytes, 100);
+        let cases = [
+            (
+                "JOBU__HANDLERS__HTTP__BODY_TAIL_BYTES",
+                "0",
+                "handlers.http.body_tail_bytes",
+            ),
+            (
+                "JOBU__HANDLERS__HTTP__BODY_TAIL_BYTES",
+                "1048577",
+                "handlers.http.body_tail_bytes",
+            ),
+            (
+                "JOBU__HANDLERS__HTTP__ALLOWED_HOSTS",
+                "https://api.example.com",
+                "handlers.http.allowed_hosts[0]",
+            ),
+            (
+                "JOBU__HANDLERS__HTTP__ALLOWED_HOSTS",
+                "ok.example,api.example.com:443",
+                "handlers.http.allowed_hosts[1]",
+            ),
+            ("JOBU__HANDLERS__HTTP__ENABLED", "maybe", "enabled"),
+        ];
+        for (var, value, key) in cases {
+            let err = Settings::load(&env(&[(var, value)])).expect_err(value);
+            assert!(err.to_string().contains(key), "{var}={value}: {err}");
         }
     }
 

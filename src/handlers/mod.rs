@@ -7,11 +7,12 @@
 //! handler's future at its next `.await`. Hold external resources in guards that clean up on
 //! drop (the shell handler kills its process group that way).
 //!
-//! Built-ins: [`shell`] (off unless `handlers.shell.enabled`), [`sql`] (when `worker.databases`
-//! names a database besides `default`), [`builtin::Sleep`] and [`builtin::Noop`] for tests
-//! and benchmarks.
+//! Built-ins: [`shell`] (off unless `handlers.shell.enabled`), [`http`] (off unless
+//! `handlers.http.enabled`), [`sql`] (when `worker.databases` names a database besides
+//! `default`), [`builtin::Sleep`] and [`builtin::Noop`] for tests and benchmarks.
 
 pub mod builtin;
+pub mod http;
 pub mod shell;
 pub mod sql;
 
@@ -213,13 +214,17 @@ impl Registry {
         Registry::default()
     }
 
-    /// `noop`, `sleep`, and `shell` when `handlers.shell.enabled` is set.
+    /// `noop`, `sleep`, `shell` when `handlers.shell.enabled` is set and `http` when
+    /// `handlers.http.enabled` is.
     pub fn with_builtins(settings: &HandlersSettings) -> Self {
         let mut registry = Registry::new();
         registry.insert(builtin::NOOP, builtin::Noop);
         registry.insert(builtin::SLEEP, builtin::Sleep);
         if settings.shell.enabled {
             registry.insert(shell::NAME, shell::Shell::new(settings.shell.clone()));
+        }
+        if settings.http.enabled {
+            registry.insert(http::NAME, http::Http::new(settings.http.clone()));
         }
         registry
     }

@@ -549,16 +549,16 @@ async fn drain<R: AsyncRead + Unpin>(mut reader: R, tail: &mut TailBuffer) {
     }
 }
 
-/// The last `limit` bytes of a stream.
+/// The last `limit` bytes of a stream (also the `http` handler's body tail).
 #[derive(Debug)]
-struct TailBuffer {
+pub(super) struct TailBuffer {
     bytes: std::collections::VecDeque<u8>,
     limit: usize,
     truncated: bool,
 }
 
 impl TailBuffer {
-    fn new(limit: usize) -> Self {
+    pub(super) fn new(limit: usize) -> Self {
         TailBuffer {
             bytes: std::collections::VecDeque::new(),
             limit,
@@ -566,7 +566,7 @@ impl TailBuffer {
         }
     }
 
-    fn push(&mut self, data: &[u8]) {
+    pub(super) fn push(&mut self, data: &[u8]) {
         let keep_new = data.len().min(self.limit);
         let overflow = (self.bytes.len() + keep_new).saturating_sub(self.limit);
         if overflow > 0 || keep_new < data.len() {
@@ -577,7 +577,7 @@ impl TailBuffer {
     }
 
     /// Lossy UTF-8, with [`TRUNCATION_MARK`] in front if the beginning was cut.
-    fn into_string(self) -> String {
+    pub(super) fn into_string(self) -> String {
         let bytes = Vec::from(self.bytes);
         if !self.truncated {
             return String::from_utf8_lossy(&bytes).into_owned();

@@ -61,16 +61,25 @@ pub fn check_exposure(settings: &AdminSettings, token: Option<&str>) -> Result<(
     ))
 }
 
-/// Whether this process accepts `shell` crons: the setting, or a handler registered under
-/// that name.
-pub fn serves_shell(settings: &Settings, registry: &Registry) -> bool {
-    settings.handlers.shell.enabled || registry.contains("shell")
+/// The built-in handlers this process accepts crons for that can reach anything the worker
+/// can (`shell` runs commands, `http` sends requests): enabled by their setting, or a handler
+/// registered under that name. The API is never served without a token while there is one.
+pub fn powerful_handlers(settings: &Settings, registry: &Registry) -> Vec<&'static str> {
+    let handlers = &settings.handlers;
+    [
+        (crate::handlers::shell::NAME, handlers.shell.enabled),
+        (crate::handlers::http::NAME, handlers.http.enabled),
+    ]
+    .into_iter()
+    .filter(|(name, enabled)| *enabled || registry.contains(name))
+    .map(|(name, _)| name)
+    .collect()
 }
 
 /// The admin settings' rules that need no file or socket, checked before a runtime touches
 /// the database: see [`token::check`].
 pub fn check_settings(settings: &Settings, registry: &Registry) -> Result<(), String> {
-    token::check(&settings.admin, serves_shell(settings, registry))
+    token::check(&settings.admin, &powerful_handlers(settings, registry))
 }
 
 /// Prepares a runtime's admin listener: resolves the token in force (generating the token
@@ -81,8 +90,8 @@ pub async fn prepare(
     settings: &mut Settings,
     registry: &Registry,
 ) -> Result<TcpListener, RuntimeError> {
-    let shell = serves_shell(settings, registry);
-    let resolved = token::resolve(&settings.admin, shell).await?;
+    let powerful = powerful_handlers(settings, registry);
+    let resolved = token::resolve(&settings.admin, &powerful).await?;
     check_exposure(&settings.admin, resolved.token.as_deref()).map_err(RuntimeError::Invalid)?;
     let listener = bind(&settings.admin).map_err(RuntimeError::Listen)?;
     let addr = listener

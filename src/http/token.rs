@@ -2,8 +2,9 @@
 //! and without `admin.allow_insecure` the admin role uses the token in `admin.token_file`,
 //! generating it (32 random bytes as hex, the file created with mode 0600) on first start, and
 //! logs a console login URL that carries it, as Jupyter does. Serving with no token at all
-//! needs `admin.allow_insecure: true` and is refused while this process has the `shell`
-//! handler, which would let anyone who reaches the port run commands.
+//! needs `admin.allow_insecure: true` and is refused while this process has the `shell` or
+//! the `http` handler, which would let anyone who reaches the port run commands or send
+//! requests from the worker's machine.
 
 use std::io::{ErrorKind, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -52,28 +53,49 @@ impl std::fmt::Debug for AdminToken {
 }
 
 /// The configuration rule, checked before anything starts: no token at all
-/// (`admin.allow_insecure` without `admin.auth_token`) is refused while `shell_enabled`.
-pub fn check(admin: &AdminSettings, shell_enabled: bool) -> Result<(), String> {
-    if admin.token().is_none() && admin.allow_insecure && shell_enabled {
-        return Err(
+/// (`admin.allow_insecure` without `admin.auth_token`) is refused while this process serves
+/// any of `powerful` (`shell`, `http`: see [`super::powerful_handlers`]).
+pub fn check(admin: &AdminSettings, powerful: &[&str]) -> Result<(), String> {
+    if admin.token().is_none() && admin.allow_insecure && !powerful.is_empty() {
+        let keys: Vec<String> = powerful
+            .iter()
+            .map(|name| format!("handlers.{name}.enabled"))
+            .collect();
+        let actions: Vec<&str> = powerful
+            .iter()
+            .map(|name| match *name {
+                "shell" => "run commands",
+                "http" => "send HTTP requests",
+                _ => "run its handlers",
+            })
+            .collect();
+        let (verb, pronoun) = if keys.len() == 1 {
+            ("is", "it")
+        } else {
+            ("are", "them")
+        };
+        return Err(format!(
             "admin.allow_insecure is true and admin.auth_token is not set, so the admin API \
-             would be open to anyone who can reach it, and handlers.shell.enabled is true in \
-             this process: anyone could create a cron that runs commands. Set \
-             handlers.shell.enabled: false here (workers in other processes may keep it), set \
-             JOBU__ADMIN__AUTH_TOKEN, or drop admin.allow_insecure to use the generated token"
-                .to_string(),
-        );
+             would be open to anyone who can reach it, and {keys} {verb} true in this process: \
+             anyone could create a cron to {actions} from this machine. Set {off} here \
+             (workers in other processes may keep {pronoun}), set JOBU__ADMIN__AUTH_TOKEN, or \
+             drop admin.allow_insecure to use the generated token",
+            keys = keys.join(" and "),
+            actions = actions.join(" and "),
+            off = keys
+                .iter()
+                .map(|k| format!("{k}: false"))
+                .collect::<Vec<_>>()
+                .join(" and "),
+        ));
     }
     Ok(())
 }
 
 /// The token in force: `admin.auth_token`, none with `admin.allow_insecure`, else the one in
 /// `admin.token_file` (created when missing).
-pub async fn resolve(
-    admin: &AdminSettings,
-    shell_enabled: bool,
-) -> Result<AdminToken, RuntimeError> {
-    check(admin, shell_enabled).map_err(RuntimeError::Invalid)?;
+pub async fn resolve(admin: &AdminSettings, powerful: &[&str]) -> Result<AdminToken, RuntimeError> {
+    check(admin, powerful).map_err(RuntimeError::Invalid)?;
     if let Some(token) = admin.token() {
         return Ok(AdminToken {
             token: Some(token.to_string()),
@@ -297,11 +319,13 @@ mod tests {
     async fn creates_the_file_once_then_reads_it() {
         let dir = scratch();
         let file = dir.join("data/sub/admin_token");
-        let first = resolve(&settings(&file), true).await.expect("created");
+        let first = resolve(&settings(&file), &["shell"])
+            .await
+            .expect("created");
         assert_eq!(first.source, TokenSource::Generated(file.clone()));
         let mode = std::fs::metadata(&file).expect("file").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let again = resolve(&settings(&file), true).await.expect("read");
+        let again = resolve(&settings(&file), &["shell"]).await.expect("read");
         assert_eq!(again.source, TokenSource::File(file.clone()));
         assert_eq!(again.token, first.token);
         let _ = std::fs::remove_dir_all(dir);
@@ -314,7 +338,7 @@ mod tests {
         let starts: Vec<_> = (0..8)
             .map(|_| {
                 let s = settings(&file);
-                tokio::spawn(async move { resolve(&s, false).await.expect("token").token })
+                tokio::spawn(async move { resolve(&s, &[]).await.expect("token").token })
             })
             .collect();
         let mut tokens = Vec::new();
@@ -338,7 +362,7 @@ mod tests {
         ] {
             let file = dir.join(name);
             std::fs::write(&file, content).expect("write");
-            let err = resolve(&settings(&file), false)
+            let err = resolve(&settings(&file), &[])
                 .await
                 .expect_err(name)
                 .to_string();
@@ -347,7 +371,7 @@ mod tests {
         // One line with a final line break, written by hand, is fine.
         let file = dir.join("by-hand");
         std::fs::write(&file, "s3cret\n").expect("write");
-        let token = resolve(&settings(&file), false).await.expect("token");
+        let token = resolve(&settings(&file), &[]).await.expect("token");
         assert_eq!(token.token.as_deref(), Some("s3cret"));
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -358,20 +382,32 @@ mod tests {
         let file = dir.join("admin_token");
         let mut s = settings(&file);
         s.auth_token = Some("configured".into());
-        let t = resolve(&s, true).await.expect("configured");
+        let t = resolve(&s, &["shell"]).await.expect("configured");
         assert_eq!(t.source, TokenSource::Configured);
         s.allow_insecure = true;
         // A token is configured, so the shell handler does not matter.
-        assert!(resolve(&s, true).await.is_ok());
+        assert!(resolve(&s, &["shell"]).await.is_ok());
         s.auth_token = None;
-        let err = resolve(&s, true).await.expect_err("insecure with shell");
+        let err = resolve(&s, &["shell"])
+            .await
+            .expect_err("insecure with shell");
         assert!(matches!(err, RuntimeError::Invalid(_)));
         let message = err.to_string();
         assert!(
             message.contains("handlers.shell.enabled") && message.contains("admin.allow_insecure"),
             "{message}"
         );
-        let open = resolve(&s, false).await.expect("insecure without shell");
+        for powerful in [&["http"][..], &["shell", "http"][..]] {
+            let message = resolve(&s, powerful)
+                .await
+                .expect_err("insecure with http")
+                .to_string();
+            for name in powerful {
+                let key = format!("handlers.{name}.enabled");
+                assert!(message.contains(&key), "{powerful:?}: {message}");
+            }
+        }
+        let open = resolve(&s, &[]).await.expect("insecure without shell");
         assert_eq!(open.token, None);
         assert!(!file.exists(), "no token file without a token");
         let _ = std::fs::remove_dir_all(dir);

@@ -107,7 +107,7 @@ fn insert_statement(dialect: Dialect, rows: &[NewExecution], ids: Option<&[i64]>
             .push(", ")
             .bind(row.run_at)
             .push(", ")
-            .bind(Status::Pending.as_str())
+            .status(Status::Pending)
             .push(", ")
             .bind(row.params.clone())
             .push(", ")

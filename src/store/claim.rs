@@ -64,7 +64,7 @@ impl Store {
         q.push("SELECT MIN(run_at) AS next_run_at, ")
             .now()
             .push(" AS now FROM job_executions WHERE status = ")
-            .bind(Status::Pending.as_str())
+            .status(Status::Pending)
             .push(" AND handler_name IN ")
             .bind_list(handlers);
         let row = NextDue::find_by_statement(q.build()).one(&self.db).await?;
@@ -103,7 +103,7 @@ impl Store {
                 .push(", updated_at = ")
                 .now()
                 .push(" WHERE status = ")
-                .bind(Status::Running.as_str())
+                .status(Status::Running)
                 .push(" AND owner_token = ")
                 .bind(token);
             match self.dialect {
@@ -130,7 +130,7 @@ impl Store {
         q.push("SELECT ")
             .push(job_execution::select_list(false))
             .push(" FROM job_executions WHERE status = ")
-            .bind(Status::Running.as_str())
+            .status(Status::Running)
             .push(" AND owner_token = ")
             .bind(token)
             .push(" ORDER BY run_at, id");
@@ -145,7 +145,7 @@ impl Store {
         let d = self.dialect;
         let pick = |q: &mut Sql| {
             q.push("SELECT id FROM job_executions WHERE status = ")
-                .bind(Status::Pending.as_str())
+                .status(Status::Pending)
                 .push(" AND run_at <= ")
                 .now()
                 .push(" AND handler_name IN ")
@@ -156,7 +156,7 @@ impl Store {
         };
         let set_running = |q: &mut Sql| {
             q.push("UPDATE job_executions SET status = ")
-                .bind(Status::Running.as_str())
+                .status(Status::Running)
                 .push(", owner_token = ")
                 .bind(token)
                 .push(", worker_id = ")
@@ -181,7 +181,7 @@ impl Store {
                 q.push(
                     " FROM picked WHERE job_executions.id = picked.id AND job_executions.status = ",
                 )
-                .bind(Status::Pending.as_str())
+                .status(Status::Pending)
                 .push(" RETURNING ")
                 .push(job_execution::select_list(true));
             }
@@ -191,7 +191,7 @@ impl Store {
                 pick(&mut q);
                 // `+status`: reach the picked rows by id, not by scanning every PENDING row.
                 q.push(") AND +status = ")
-                    .bind(Status::Pending.as_str())
+                    .status(Status::Pending)
                     .push(" RETURNING ")
                     .push(job_execution::select_list(false));
             }
@@ -215,7 +215,7 @@ impl Store {
                     .push(" WHERE id IN ")
                     .bind_list(&ids)
                     .push(" AND status = ")
-                    .bind(Status::Pending.as_str());
+                    .status(Status::Pending);
                 txn.execute(update.build()).await?;
                 txn.commit().await?;
                 // Ours from the commit on; nothing but this token's holder and the rescuer

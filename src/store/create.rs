@@ -246,7 +246,7 @@ async fn insert_chunk<C: ConnectionTrait>(
     if !existing.is_empty() {
         let mut q = Sql::new(dialect);
         q.push("SELECT id, job_id, scheduled_time FROM job_executions WHERE status = ")
-            .bind(Status::Cancelled.as_str())
+            .status(Status::Cancelled)
             .push(" AND cancel_reason = ")
             .bind(CancelReason::Unscheduled.as_str())
             .push(" AND param_source = ")
@@ -402,7 +402,7 @@ async fn rearm<C: ConnectionTrait>(
     }
     let mut q = Sql::new(dialect);
     q.push("UPDATE job_executions SET status = ")
-        .bind(Status::Pending.as_str())
+        .status(Status::Pending)
         .push(", handler_name = ")
         .bind(new.handler_name.clone())
         .push(", run_at = ")
@@ -426,7 +426,7 @@ async fn rearm<C: ConnectionTrait>(
         .push(" AND scheduled_time = ")
         .bind(new.scheduled_time)
         .push(" AND status = ")
-        .bind(Status::Cancelled.as_str())
+        .status(Status::Cancelled)
         .push(" AND cancel_reason = ")
         .bind(CancelReason::Unscheduled.as_str())
         .push(" AND param_source = ")
@@ -455,7 +455,7 @@ pub(crate) async fn has_unfinished<C: ConnectionTrait>(
     q.push("SELECT id FROM job_executions WHERE job_id = ")
         .bind(job_id)
         .push(" AND status IN ")
-        .bind_list(&[Status::Pending.as_str(), Status::Running.as_str()])
+        .statuses(&[Status::Pending, Status::Running])
         .push(" LIMIT 1");
     Ok(IdRow::find_by_statement(q.build()).one(db).await?.is_some())
 }
@@ -474,7 +474,7 @@ fn push_row(q: &mut Sql, new: &NewExecution) {
         .push(", ")
         .bind(new.run_at)
         .push(", ")
-        .bind(Status::Pending.as_str())
+        .status(Status::Pending)
         .push(", ")
         .bind(new.params.clone())
         .push(", ")
@@ -510,7 +510,7 @@ async fn insert<C: ConnectionTrait>(
         q.push(" WHERE NOT EXISTS (SELECT 1 FROM job_executions WHERE job_id = ")
             .bind(new.job_id)
             .push(" AND status IN ")
-            .bind_list(&[Status::Pending.as_str(), Status::Running.as_str()])
+            .statuses(&[Status::Pending, Status::Running])
             .push(")");
     } else {
         q.push(")");

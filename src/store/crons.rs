@@ -647,7 +647,7 @@ async fn cancel_unscheduled_in<C: ConnectionTrait>(
 ) -> Result<u64, DbErr> {
     let mut q = Sql::new(dialect);
     q.push("UPDATE job_executions SET status = ")
-        .bind(Status::Cancelled.as_str())
+        .status(Status::Cancelled)
         .push(", finished_at = ")
         .now()
         .push(", updated_at = ")
@@ -657,7 +657,7 @@ async fn cancel_unscheduled_in<C: ConnectionTrait>(
         .push(", cancel_reason = ")
         .bind(CancelReason::Unscheduled.as_str())
         .push(" WHERE status = ")
-        .bind(Status::Pending.as_str())
+        .status(Status::Pending)
         .push(" AND run_at > ")
         .now()
         .push(" AND param_source = ")

@@ -4,6 +4,8 @@
 
 use sea_orm::{DatabaseBackend, DbErr, RuntimeErr, Statement, Value};
 
+use crate::entities::job_execution::Status;
+
 /// Which SQL dialect a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -158,6 +160,27 @@ impl Sql {
                 self.push(", ");
             }
             self.bind(v.clone());
+        }
+        self.push(")")
+    }
+
+    /// Appends a status as a SQL literal, not a placeholder: the PENDING and RUNNING indexes
+    /// are partial (`WHERE status = 'PENDING'`), and a planner uses a partial index only when
+    /// it can see the predicate in the query's text (a bound value is unknown to PostgreSQL's
+    /// generic plans and to SQLite's planner). Statuses are a closed set of plain words.
+    pub fn status(&mut self, status: Status) -> &mut Self {
+        self.push("'").push(status.as_str()).push("'")
+    }
+
+    /// Appends `('A', 'B', ...)` of status literals (see [`Sql::status`]); callers must not
+    /// pass an empty list.
+    pub fn statuses(&mut self, statuses: &[Status]) -> &mut Self {
+        self.push("(");
+        for (i, s) in statuses.iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.status(*s);
         }
         self.push(")")
     }

@@ -436,7 +436,7 @@ fn fence_many(q: &mut Sql, chunk: &[&Finish]) {
     let ids: Vec<i64> = chunk.iter().map(|f| f.id).collect();
     let pairs: Vec<(i64, String)> = chunk.iter().map(|f| (f.id, f.token.clone())).collect();
     q.push(" WHERE status = ")
-        .bind(Status::Running.as_str())
+        .status(Status::Running)
         .push(" AND id IN ")
         .bind_list(&ids)
         .push(" AND ")

@@ -152,7 +152,7 @@ impl Store {
             }
             let mut q = Sql::new(self.dialect);
             q.push("UPDATE job_executions SET status = ")
-                .bind(Status::Pending.as_str())
+                .status(Status::Pending)
                 .push(", run_at = ")
                 .now()
                 .push(
@@ -191,36 +191,35 @@ impl Store {
     /// end (failure, timeout, lost worker, shutdown release) records CANCELLED too. One
     /// statement, so it cannot fall between a worker's transitions. Final rows are refused.
     pub async fn cancel_execution(&self, id: i64) -> StoreResult<Action<job_execution::Model>> {
-        let pending = Status::Pending.as_str();
         let run = || async {
             let mut q = Sql::new(self.dialect);
             // `status` last: MySQL evaluates the assignments left to right.
             q.push("UPDATE job_executions SET cancel_requested = CASE WHEN status = ")
-                .bind(Status::Running.as_str())
+                .status(Status::Running)
                 .push(" THEN ")
                 .bind(true)
                 .push(" ELSE cancel_requested END, finished_at = CASE WHEN status = ")
-                .bind(pending)
+                .status(Status::Pending)
                 .push(" THEN ")
                 .now()
                 .push(" ELSE finished_at END, error_message = CASE WHEN status = ")
-                .bind(pending)
+                .status(Status::Pending)
                 .push(" THEN ")
                 .bind(CANCELLED_PENDING_MESSAGE)
                 .push(" ELSE error_message END, cancel_reason = CASE WHEN status = ")
-                .bind(pending)
+                .status(Status::Pending)
                 .push(" THEN ")
                 .bind(CancelReason::Operator.as_str())
                 .push(" ELSE cancel_reason END, updated_at = ")
                 .now()
                 .push(", status = CASE WHEN status = ")
-                .bind(pending)
+                .status(Status::Pending)
                 .push(" THEN ")
-                .bind(Status::Cancelled.as_str())
+                .status(Status::Cancelled)
                 .push(" ELSE status END WHERE id = ")
                 .bind(id)
                 .push(" AND status IN ")
-                .bind_list(&[pending, Status::Running.as_str()]);
+                .statuses(&[Status::Pending, Status::Running]);
             Ok::<_, DbErr>(self.db.execute(q.build()).await?.rows_affected() == 1)
         };
         let changed = retry_transient(run).await?;
@@ -234,7 +233,7 @@ impl Store {
             q.push("DELETE FROM job_executions WHERE id = ")
                 .bind(id)
                 .push(" AND status <> ")
-                .bind(Status::Running.as_str());
+                .status(Status::Running);
             Ok::<_, DbErr>(self.db.execute(q.build()).await?.rows_affected() == 1)
         };
         if retry_transient(run).await? {

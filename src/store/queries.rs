@@ -76,7 +76,7 @@ fn filtered(q: &mut Sql, filter: &ExecutionFilter) {
         q.push(" AND job_id = ").bind(id);
     }
     if let Some(status) = filter.status {
-        q.push(" AND status = ").bind(status.as_str());
+        q.push(" AND status = ").status(status);
     }
     if let Some(from) = filter.from {
         q.push(" AND scheduled_time >= ").bind(from);
@@ -215,7 +215,7 @@ impl Store {
         q.push("SELECT MIN(run_at) AS oldest, ")
             .now()
             .push(" AS now FROM job_executions WHERE status = ")
-            .bind(Status::Pending.as_str())
+            .status(Status::Pending)
             .push(" AND run_at <= ")
             .now();
         let oldest = Oldest::find_by_statement(q.build()).one(&self.db).await?;

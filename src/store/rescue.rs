@@ -38,7 +38,7 @@ impl Store {
             "SELECT handler_name, COUNT(*) AS count, MIN(run_at) AS oldest_run_at \
              FROM job_executions WHERE status = ",
         )
-        .bind(Status::Pending.as_str())
+        .status(Status::Pending)
         .push(" AND run_at < ")
         .now_plus(-late_seconds)
         .push(" GROUP BY handler_name ORDER BY handler_name");
@@ -72,7 +72,7 @@ impl Store {
         let cancelled = cancelled_while_running("lost its worker (lease expired)");
         let expired = |q: &mut Sql| {
             q.push(" status = ")
-                .bind(Status::Running.as_str())
+                .status(Status::Running)
                 .push(" AND lease_expires_at < ")
                 .now_plus(-grace_seconds);
         };

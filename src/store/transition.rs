@@ -102,9 +102,9 @@ pub(crate) fn retry_or_final(
     backoff_seconds: &Arg,
 ) {
     q.push(" SET status = CASE WHEN cancel_requested THEN ")
-        .bind(Status::Cancelled.as_str())
+        .status(Status::Cancelled)
         .push(" WHEN retry_count < max_retry THEN ")
-        .bind(Status::Pending.as_str())
+        .status(Status::Pending)
         .push(" ELSE ")
         .arg(final_status)
         .push(" END, run_at = ")
@@ -161,7 +161,7 @@ impl Store {
             q.push("UPDATE job_executions");
             release_set(&mut q);
             q.push(" WHERE status = ")
-                .bind(Status::Running.as_str())
+                .status(Status::Running)
                 .push(" AND owner_token = ")
                 .bind(token);
             Ok::<_, DbErr>(self.db.execute(q.build()).await?.rows_affected())
@@ -225,7 +225,7 @@ impl Store {
             q.push(" WHERE ")
                 .push(self.dialect.no_index())
                 .push("status = ")
-                .bind(Status::Running.as_str())
+                .status(Status::Running)
                 .push(" AND id IN ")
                 .bind_list(&ids)
                 .push(" AND ")
@@ -263,7 +263,7 @@ impl Store {
     pub async fn cancel_requests(&self, worker_id: &str) -> StoreResult<Vec<(i64, String)>> {
         let mut q = Sql::new(self.dialect);
         q.push("SELECT id, owner_token FROM job_executions WHERE status = ")
-            .bind(Status::Running.as_str())
+            .status(Status::Running)
             .push(" AND cancel_requested AND worker_id = ")
             .bind(worker_id);
         let rows = IdToken::find_by_statement(q.build()).all(&self.db).await?;
@@ -299,8 +299,8 @@ pub(crate) fn release_set(q: &mut Sql) {
         .push(" ELSE cancel_reason END, owner_token = NULL, lease_expires_at = NULL, updated_at = ")
         .now()
         .push(", status = CASE WHEN cancel_requested THEN ")
-        .bind(Status::Cancelled.as_str())
+        .status(Status::Cancelled)
         .push(" ELSE ")
-        .bind(Status::Pending.as_str())
+        .status(Status::Pending)
         .push(" END");
 }

@@ -134,7 +134,7 @@ impl Store {
              w.last_heartbeat_at, (SELECT COUNT(*) FROM job_executions e WHERE e.worker_id = w.id \
              AND e.status = ",
         )
-        .bind(Status::Running.as_str())
+        .status(Status::Running)
         .push(") AS running FROM workers w WHERE w.last_heartbeat_at >= ")
         .now_plus(-stale_seconds)
         .push(" ORDER BY w.id");

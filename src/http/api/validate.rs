@@ -90,10 +90,17 @@ pub fn handler(
 ) -> Result<(), ApiError> {
     let Some(handler) = registry.get(name) else {
         let known = registry.names().join(", ");
+        // The built-ins that are off unless enabled: say which setting turns them on.
+        let hint = match name {
+            crate::handlers::shell::NAME | crate::handlers::http::NAME => format!(
+                " (the built-in {name} handler is off here: handlers.{name}.enabled is false)"
+            ),
+            _ => String::new(),
+        };
         return Err(ApiError::invalid(
             "unknown_handler",
             "handler_name",
-            format!("unknown handler {name:?}; this jobu has: {known}"),
+            format!("unknown handler {name:?}{hint}; this jobu has: {known}"),
         ));
     };
     if let Some(params) = params {
