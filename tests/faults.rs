@@ -316,7 +316,7 @@ async fn claim_with_a_lost_commit_reply_runs_once() {
         lost_claim_reply(db, scratch, |_| Mode::CutReplyToRequest {
             // The claim's UPDATE, prepared on its connection the first time a claim takes
             // a row (the statement text goes over the wire once per connection).
-            after: b"SET status = ?, owner_token = ".to_vec(),
+            after: b"SET status = 'RUNNING', owner_token = ".to_vec(),
             request: b"COMMIT".to_vec(),
         })
         .await

@@ -217,15 +217,21 @@ async fn sigterm_drains_then_releases() {
             "a",
             &[("JOBU__WORKER__SHUTDOWN_TIMEOUT_SECONDS", "3")],
         );
-        let store = db.store.clone();
+        // Started, not only claimed: a claim whose rows arrive after the signal is released
+        // whole, short attempts included (the rows are RUNNING before their attempts start).
         assert!(
             eventually(Duration::from_secs(20), || {
-                let store = store.clone();
-                async move { count_status(&store, Status::Running, Some("a")).await == 4 }
+                let started = scratch
+                    .lines("a.log")
+                    .iter()
+                    .filter(|l| l.contains("attempt started"))
+                    .count();
+                async move { started == 4 }
             })
             .await,
             "worker a never ran all four"
         );
+        let store = db.store.clone();
         let status = a.stop(Duration::from_secs(15)).await;
         assert!(
             status.is_some_and(|s| s.success()),
@@ -253,10 +259,11 @@ async fn sigterm_drains_then_releases() {
 
         // A second signal does not wait for the 30 s drain.
         let id = enqueue(&db.store, "sleep", json!({"seconds": 30}), 0, 60).await;
+        let started = format!("attempt started execution_id={id} ");
         assert!(
             eventually(Duration::from_secs(20), || {
-                let store = store.clone();
-                async move { execution(&store, id).await.status == "RUNNING" }
+                let running = scratch.lines("b.log").iter().any(|l| l.contains(&started));
+                async move { running }
             })
             .await
         );

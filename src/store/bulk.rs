@@ -24,7 +24,7 @@ use super::dialect::{Dialect, Sql};
 use super::{retry_transient, Store, StoreError, StoreResult};
 use crate::entities::job_execution::Status;
 
-/// Rows per INSERT: 10 placeholders a row stays far under the placeholder limits (SQLite
+/// Rows per INSERT: 9 placeholders a row stays far under the placeholder limits (SQLite
 /// 32766, PostgreSQL and MySQL 65535).
 pub const ROWS_PER_STATEMENT: usize = 1000;
 
@@ -323,7 +323,7 @@ mod tests {
             let stmt = insert_statement(dialect, &rows, Some(&ids)).build();
             let values = stmt.values.map(|v| v.0.len()).unwrap_or(0);
             assert!(values < 32_766, "{dialect:?}: {values} placeholders");
-            assert_eq!(values, ROWS_PER_STATEMENT * 10);
+            assert_eq!(values, ROWS_PER_STATEMENT * 9);
         }
     }
 }
