@@ -111,7 +111,7 @@ pub async fn decide_fenced(store: &Store, d: &FencedDecision<'_>) -> Result<Writ
         .push(" AND owner_token = ")
         .bind(d.owner_token)
         .push(" AND status = ")
-        .bind(Status::Running.as_str());
+        .status(Status::Running);
     if dialect != Dialect::Sqlite {
         // Holds the execution row until the statement commits: a rescue cannot take it
         // between the check and the insert.
@@ -243,7 +243,7 @@ pub async fn still_owner(
         .push(" AND owner_token = ")
         .bind(owner_token)
         .push(" AND status = ")
-        .bind(Status::Running.as_str());
+        .status(Status::Running);
     if lock && dialect != Dialect::Sqlite {
         q.push(" FOR UPDATE");
     }
