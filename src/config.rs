@@ -32,6 +32,8 @@ pub const DEFAULT_ADMIN_TOKEN_FILE: &str = "data/admin_token";
 /// Cap on `handlers.shell.output_tail_bytes` and `handlers.http.body_tail_bytes`: results are
 /// stored in a database row.
 const MAX_OUTPUT_TAIL_BYTES: usize = 1024 * 1024;
+/// Cap on `handlers.sql.max_result_rows`: results are stored in a database row.
+const MAX_SQL_RESULT_ROWS: usize = 10_000;
 
 /// Keys whose environment value is a comma-separated list.
 const ENV_LIST_KEYS: [&str; 6] = [
@@ -214,6 +216,8 @@ pub struct WorkerSettings {
     /// becomes due, instead of waiting for their next poll. Turn off behind PgBouncer in
     /// transaction mode, which cannot hold a `LISTEN`. (Pools in one process always wake.)
     pub notify: bool,
+    /// Transactions over several databases (`jobu::txn`): recovery of in-doubt branches.
+    pub transactions: TransactionSettings,
 }
 
 impl WorkerSettings {
@@ -248,6 +252,37 @@ impl Default for WorkerSettings {
             retry_jitter: Self::DEFAULT_RETRY_JITTER,
             rescue_interval_seconds: Self::DEFAULT_RESCUE_INTERVAL_SECONDS,
             notify: Self::DEFAULT_NOTIFY,
+            transactions: TransactionSettings::default(),
+        }
+    }
+}
+
+/// Recovery of two-phase transactions left in doubt (`worker.transactions`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransactionSettings {
+    /// How often the recovery service looks for in-doubt branches on every participant.
+    pub recovery_interval_seconds: u64,
+    /// A prepared branch whose decision was never logged is rolled back once it has been in
+    /// doubt this long (sooner when its attempt no longer runs): its coordinator may still be
+    /// between the last prepare and the decision until then.
+    pub in_doubt_grace_seconds: u64,
+    /// Finished entries of the decision log are deleted after this long.
+    pub log_retention_hours: u64,
+}
+
+impl TransactionSettings {
+    pub const DEFAULT_RECOVERY_INTERVAL_SECONDS: u64 = 30;
+    pub const DEFAULT_IN_DOUBT_GRACE_SECONDS: u64 = 60;
+    pub const DEFAULT_LOG_RETENTION_HOURS: u64 = 168;
+}
+
+impl Default for TransactionSettings {
+    fn default() -> Self {
+        TransactionSettings {
+            recovery_interval_seconds: Self::DEFAULT_RECOVERY_INTERVAL_SECONDS,
+            in_doubt_grace_seconds: Self::DEFAULT_IN_DOUBT_GRACE_SECONDS,
+            log_retention_hours: Self::DEFAULT_LOG_RETENTION_HOURS,
         }
     }
 }
@@ -258,6 +293,27 @@ impl Default for WorkerSettings {
 pub struct HandlersSettings {
     pub shell: ShellSettings,
     pub http: HttpSettings,
+    pub sql: SqlSettings,
+}
+
+/// The `sql` handler, registered when `worker.databases` names a database besides `default`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqlSettings {
+    /// Rows of a final SELECT kept in the result.
+    pub max_result_rows: usize,
+}
+
+impl SqlSettings {
+    pub const DEFAULT_MAX_RESULT_ROWS: usize = 100;
+}
+
+impl Default for SqlSettings {
+    fn default() -> Self {
+        SqlSettings {
+            max_result_rows: Self::DEFAULT_MAX_RESULT_ROWS,
+        }
+    }
 }
 
 /// The `shell` handler runs commands from `job_executions.params`, so whoever can write a
@@ -588,6 +644,33 @@ impl Settings {
             }
         }
 
+        let t = &w.transactions;
+        if t.recovery_interval_seconds == 0 {
+            return Err(ConfigError::key(
+                "worker.transactions.recovery_interval_seconds",
+                "must be at least 1",
+            ));
+        }
+        if t.in_doubt_grace_seconds == 0 {
+            return Err(ConfigError::key(
+                "worker.transactions.in_doubt_grace_seconds",
+                "must be at least 1",
+            ));
+        }
+        if t.log_retention_hours == 0 {
+            return Err(ConfigError::key(
+                "worker.transactions.log_retention_hours",
+                "must be at least 1",
+            ));
+        }
+        if self.handlers.sql.max_result_rows == 0
+            || self.handlers.sql.max_result_rows > MAX_SQL_RESULT_ROWS
+        {
+            return Err(ConfigError::key(
+                "handlers.sql.max_result_rows",
+                format!("must be between 1 and {MAX_SQL_RESULT_ROWS}"),
+            ));
+        }
         if self.handlers.shell.output_tail_bytes == 0
             || self.handlers.shell.output_tail_bytes > MAX_OUTPUT_TAIL_BYTES
         {
@@ -815,6 +898,41 @@ mod tests {
             let err = Settings::load(&env(&[(var, value)])).expect_err(var);
             assert!(err.to_string().contains(key), "{var}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn transaction_and_sql_settings_are_validated_by_key() {
+        let s = Settings::load(&env(&[
+            ("JOBU__WORKER__TRANSACTIONS__IN_DOUBT_GRACE_SECONDS", "5"),
+            ("JOBU__HANDLERS__SQL__MAX_RESULT_ROWS", "7"),
+        ]))
+        .expect("loads");
+        assert_eq!(s.worker.transactions.in_doubt_grace_seconds, 5);
+        assert_eq!(s.handlers.sql.max_result_rows, 7);
+        for (var, key) in [
+            (
+                "JOBU__WORKER__TRANSACTIONS__RECOVERY_INTERVAL_SECONDS",
+                "worker.transactions.recovery_interval_seconds",
+            ),
+            (
+                "JOBU__WORKER__TRANSACTIONS__IN_DOUBT_GRACE_SECONDS",
+                "worker.transactions.in_doubt_grace_seconds",
+            ),
+            (
+                "JOBU__WORKER__TRANSACTIONS__LOG_RETENTION_HOURS",
+                "worker.transactions.log_retention_hours",
+            ),
+            (
+                "JOBU__HANDLERS__SQL__MAX_RESULT_ROWS",
+                "handlers.sql.max_result_rows",
+            ),
+        ] {
+            let err = Settings::load(&env(&[(var, "0")])).expect_err(var);
+            assert!(err.to_string().contains(key), "{var}: {err}");
+        }
+        let err = Settings::load(&env(&[("JOBU__WORKER__DATABASES", "default,billing")]))
+            .expect_err("unconfigured");
+        assert!(err.to_string().contains("worker.databases[1]"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`telemetry`]: tracing setup (text or JSON)
 //! - [`metrics`]: Prometheus metrics of executions and actors
 //! - [`http`]: the admin API, console, health and metrics endpoints
+//! - [`txn`]: transactions over the named databases, two-phase commit and its recovery
 //! - [`bench`]: `jobu bench`, throughput and latency scenarios on a scratch database
 
 pub mod actors;
@@ -21,5 +22,6 @@ pub mod metrics;
 pub mod schedule;
 pub mod store;
 pub mod telemetry;
+pub mod txn;
 
 pub use actors::{Roles, Runtime};

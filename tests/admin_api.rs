@@ -1862,7 +1862,8 @@ backend_test!(health_ready_openapi_docs, |db: TestDb| async move {
     );
     assert_eq!(
         api.get("/ready").await.expect(200),
-        json!({"status": "ready", "database": "ok", "pending_migrations": 0})
+        json!({"status": "ready", "database": "ok", "pending_migrations": 0,
+               "databases": {"default": "ok"}})
     );
 
     let spec = api.get("/openapi.json").await.expect(200);

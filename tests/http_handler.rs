@@ -146,6 +146,7 @@ fn ctx(timeout: Duration) -> ExecutionContext {
         max_attempts: 1,
         timeout,
         worker_id: "http-test".to_string(),
+        transactions: None,
     }
 }
 

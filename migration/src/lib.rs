@@ -10,6 +10,7 @@ mod m20261126_000003_execution_list_index;
 mod m20261201_000004_hardening;
 mod m20261201_000005_claim_order_index;
 mod m20261201_000006_partial_status_indexes;
+mod m20261202_000007_transaction_log;
 pub mod types;
 
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000004_hardening::Migration),
             Box::new(m20261201_000005_claim_order_index::Migration),
             Box::new(m20261201_000006_partial_status_indexes::Migration),
+            Box::new(m20261202_000007_transaction_log::Migration),
         ]
     }
 }

@@ -51,6 +51,7 @@ impl Actor for AdminServer {
             min_cron_interval_seconds: settings.dispatcher.min_cron_interval_seconds,
             presence_stale_seconds: settings.admin.presence_interval_seconds as f64
                 * crate::http::PRESENCE_STALE_INTERVALS,
+            databases: shared.databases.clone(),
         });
         let app = crate::http::app(state, &settings.admin);
         let (stop, stopped) = oneshot::channel::<()>();

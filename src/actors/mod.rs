@@ -6,6 +6,7 @@
 //! ├── WorkerPool  pool.rs        claims, heartbeats, records outcomes; supervises tasks
 //! │   └── Task    task.rs        runs one handler attempt, then stops
 //! ├── Rescuer     rescuer.rs     expired leases back to PENDING (or final)
+//! ├── Recovery    recovery.rs    in-doubt two-phase branches committed or rolled back
 //! ├── Presence    presence.rs    this process's heartbeat row for GET /api/workers
 //! └── AdminServer admin.rs       the admin HTTP API, console and metrics (crate::http)
 //! ```
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod dispatcher;
 pub mod pool;
 pub mod presence;
+pub mod recovery;
 pub mod rescuer;
 pub mod supervisor;
 pub mod task;
@@ -94,6 +96,9 @@ pub enum RuntimeError {
     Spawn(String),
     #[error("{0}")]
     Listen(String),
+    /// A database of `worker.databases` cannot be opened.
+    #[error("{0}")]
+    Database(String),
 }
 
 /// Connections of the worker's dedicated lease pool (renewals and cancel polls).
@@ -109,6 +114,10 @@ pub struct Shared {
     pub(crate) settings: Settings,
     pub(crate) registry: Registry,
     pub(crate) worker_id: String,
+    /// The named databases of `worker.databases` (workers and the admin API open them).
+    pub(crate) databases: crate::txn::Databases,
+    /// Runs handlers' transactions over `databases`; `None` when none are configured.
+    pub(crate) coordinator: Option<Arc<crate::txn::Coordinator>>,
 }
 
 /// Builds and starts the actor tree.
@@ -131,7 +140,10 @@ pub struct Runtime {
 impl Runtime {
     /// All roles, with the built-in handlers that `settings.handlers` allows.
     pub fn new(settings: Settings) -> Runtime {
-        let registry = Registry::with_builtins(&settings.handlers);
+        let mut registry = Registry::with_builtins(&settings.handlers);
+        if let Some(sql) = crate::handlers::sql::Sql::from_settings(&settings) {
+            registry.insert(crate::handlers::sql::NAME, sql);
+        }
         Runtime {
             settings,
             registry,
@@ -226,12 +238,33 @@ impl Runtime {
         } else {
             store.clone()
         };
+        let databases = if self.roles.worker || self.roles.admin {
+            crate::txn::Databases::open(&self.settings, &store)
+                .await
+                .map_err(|e| RuntimeError::Database(e.to_string()))?
+        } else {
+            crate::txn::Databases::default()
+        };
+        let coordinator = if self.roles.worker && !databases.is_empty() {
+            let c = crate::txn::Coordinator::open(store.clone(), databases.clone())
+                .await
+                .map_err(|e| {
+                    RuntimeError::Database(format!(
+                        "cannot read the transaction coordinator id: {e}"
+                    ))
+                })?;
+            Some(Arc::new(c))
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
             store: store.clone(),
             lease_store,
             settings: self.settings,
             registry: self.registry,
             worker_id,
+            databases,
+            coordinator,
         });
         let (exit_tx, exit_rx) = watch::channel(None);
         let args = SupervisorArgs {

@@ -18,6 +18,7 @@ use super::admin::{AdminArgs, AdminServer};
 use super::dispatcher::{Dispatcher, DispatcherConfig};
 use super::pool::{PoolArgs, PoolConfig, PoolMsg, WorkerPool};
 use super::presence::Presence;
+use super::recovery::{RecoveryConfig, RecoveryService};
 use super::rescuer::{Rescuer, RescuerConfig};
 use super::{backoff, send_later, Exit, Roles, Shared};
 
@@ -55,6 +56,7 @@ pub enum ChildKind {
     Dispatcher,
     WorkerPool,
     Rescuer,
+    Recovery,
     Presence,
     Admin,
 }
@@ -65,6 +67,7 @@ impl ChildKind {
             ChildKind::Dispatcher => "dispatcher",
             ChildKind::WorkerPool => "worker_pool",
             ChildKind::Rescuer => "rescuer",
+            ChildKind::Recovery => "recovery",
             ChildKind::Presence => "presence",
             ChildKind::Admin => "admin",
         }
@@ -161,6 +164,12 @@ impl Actor for Supervisor {
             (roles.dispatcher, ChildKind::Dispatcher),
             (roles.worker, ChildKind::WorkerPool),
             (roles.rescuer, ChildKind::Rescuer),
+            (
+                roles.worker
+                    && state.shared.coordinator.is_some()
+                    && state.shared.databases.can_span_several(),
+                ChildKind::Recovery,
+            ),
             (roles.dispatcher || roles.worker, ChildKind::Presence),
             (state.admin_listener.is_some(), ChildKind::Admin),
         ];
@@ -436,6 +445,13 @@ async fn spawn_child(
         ChildKind::Rescuer => {
             let config = RescuerConfig::from_settings(&shared.settings.worker);
             Actor::spawn_linked(None, Rescuer, (shared, config), supervisor)
+                .await?
+                .0
+                .get_cell()
+        }
+        ChildKind::Recovery => {
+            let config = RecoveryConfig::from_settings(&shared.settings.worker.transactions);
+            Actor::spawn_linked(None, RecoveryService, (shared, config), supervisor)
                 .await?
                 .0
                 .get_cell()

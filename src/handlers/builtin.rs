@@ -158,6 +158,7 @@ mod tests {
             max_attempts: 1,
             timeout: Duration::from_secs(60),
             worker_id: "test-worker".to_string(),
+            transactions: None,
         }
     }
 

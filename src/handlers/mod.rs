@@ -8,12 +8,13 @@
 //! drop (the shell handler kills its process group that way).
 //!
 //! Built-ins: [`shell`] (off unless `handlers.shell.enabled`), [`http`] (off unless
-//! `handlers.http.enabled`), [`builtin::Sleep`] and [`builtin::Noop`] for tests and
-//! benchmarks.
+//! `handlers.http.enabled`), [`sql`] (when `worker.databases` names a database besides
+//! `default`), [`builtin::Sleep`] and [`builtin::Noop`] for tests and benchmarks.
 
 pub mod builtin;
 pub mod http;
 pub mod shell;
+pub mod sql;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,6 +25,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::config::HandlersSettings;
+use crate::txn::{Coordinator, Fence, Tx, TxFuture, TxnError};
 
 pub use async_trait::async_trait;
 
@@ -44,6 +46,63 @@ pub struct ExecutionContext {
     pub timeout: Duration,
     /// The worker process running the attempt.
     pub worker_id: String,
+    /// The named databases (`worker.databases`) and the attempt's fence; `None` outside a
+    /// worker (unit tests of handlers).
+    pub transactions: Option<AttemptTransactions>,
+}
+
+/// What an attempt needs to use the named databases: the coordinator of the process and the
+/// attempt's owner token, which fences its commits.
+#[derive(Clone)]
+pub struct AttemptTransactions {
+    pub coordinator: Arc<Coordinator>,
+    pub owner_token: String,
+}
+
+// Written by hand: the owner token stays out of logs.
+impl fmt::Debug for AttemptTransactions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AttemptTransactions")
+            .field("databases", &self.coordinator.databases().names())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExecutionContext {
+    fn coordinator(&self) -> Result<&AttemptTransactions, TxnError> {
+        self.transactions.as_ref().ok_or_else(|| {
+            TxnError::Refused("no named databases are available to this attempt".into())
+        })
+    }
+
+    /// The pool of the named database `name` (one of `worker.databases`), for work outside a
+    /// transaction. An unknown name is an error naming the configured ones.
+    pub fn database(&self, name: &str) -> Result<&sea_orm::DatabaseConnection, TxnError> {
+        let t = self.coordinator()?;
+        let databases = t.coordinator.databases();
+        databases
+            .get(name)
+            .map(|p| p.connection())
+            .ok_or_else(|| TxnError::unknown(name, databases))
+    }
+
+    /// Runs `f` over the named databases and commits all or none ([`crate::txn`]): one
+    /// database is an ordinary transaction, several a two-phase commit. The commit is fenced:
+    /// an attempt that lost its lease rolls back everywhere.
+    pub async fn transaction<T, F>(&self, names: &[&str], f: F) -> Result<T, TxnError>
+    where
+        T: Send,
+        F: for<'a> FnOnce(&'a Tx) -> TxFuture<'a, T>,
+    {
+        let t = self.coordinator()?;
+        let fence = Fence {
+            execution_id: self.execution_id,
+            attempt: self.attempt,
+            owner_token: t.owner_token.clone(),
+            worker_id: self.worker_id.clone(),
+        };
+        t.coordinator.run(&fence, names, f).await
+    }
 }
 
 /// A failed attempt. The message is stored in `job_executions.error_message` (its last 8 KiB)

@@ -620,6 +620,7 @@ mod tests {
             max_attempts: 3,
             timeout: Duration::from_secs(60),
             worker_id: "worker-test-1".to_string(),
+            transactions: None,
         }
     }
 

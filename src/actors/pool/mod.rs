@@ -788,6 +788,12 @@ async fn start_attempt(
         max_attempts: (row.max_retry.max(0) + 1) as u32,
         timeout,
         worker_id: state.shared.worker_id.clone(),
+        transactions: state.shared.coordinator.as_ref().map(|coordinator| {
+            crate::handlers::AttemptTransactions {
+                coordinator: coordinator.clone(),
+                owner_token: token.clone(),
+            }
+        }),
     };
     let args = TaskArgs {
         handler,

@@ -24,6 +24,8 @@ pub struct AdminState {
     pub min_cron_interval_seconds: u64,
     /// A process whose heartbeat is older than this is not listed as live.
     pub presence_stale_seconds: f64,
+    /// The named databases handlers may use, reported by `/ready`.
+    pub databases: crate::txn::Databases,
 }
 
 #[derive(Tags)]

@@ -580,4 +580,6 @@ pub struct Readiness {
     pub status: String,
     pub database: String,
     pub pending_migrations: u64,
+    /// Each named database of `worker.databases`: `ok`, or why not.
+    pub databases: std::collections::BTreeMap<String, String>,
 }

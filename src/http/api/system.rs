@@ -73,17 +73,39 @@ impl SystemApi {
         })
     }
 
-    /// Readiness: the database answers and every migration of this binary is applied.
+    /// Readiness: the database answers, every migration of this binary is applied, and each
+    /// named database of `worker.databases` answers (listed under `databases`).
     #[oai(path = "/ready", method = "get", operation_id = "ready")]
     async fn ready(&self) -> Result<ReadyResponse, ApiError> {
         let pending =
             tokio::time::timeout(READY_TIMEOUT, self.state.store.pending_migrations()).await;
         match pending {
-            Ok(Ok(0)) => Ok(ReadyResponse::Ready(Json(Readiness {
-                status: "ready".into(),
-                database: "ok".into(),
-                pending_migrations: 0,
-            }))),
+            Ok(Ok(0)) => {
+                let mut databases = std::collections::BTreeMap::new();
+                let mut down = Vec::new();
+                for (name, result) in self.state.databases.ping().await {
+                    let status = match result {
+                        Ok(()) => "ok".to_string(),
+                        Err(why) => {
+                            down.push(format!("`{name}` {why}"));
+                            why
+                        }
+                    };
+                    databases.insert(name, status);
+                }
+                if !down.is_empty() {
+                    return Err(ApiError::unavailable(format!(
+                        "named database(s) not ready: {}",
+                        down.join(", ")
+                    )));
+                }
+                Ok(ReadyResponse::Ready(Json(Readiness {
+                    status: "ready".into(),
+                    database: "ok".into(),
+                    pending_migrations: 0,
+                    databases,
+                })))
+            }
             Ok(Ok(n)) => Err(ApiError::unavailable(format!(
                 "the database lacks {n} migration(s) of this binary; run `jobu migrate`"
             ))),
