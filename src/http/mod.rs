@@ -62,13 +62,19 @@ pub fn check_exposure(settings: &AdminSettings, token: Option<&str>) -> Result<(
 }
 
 /// The built-in handlers this process accepts crons for that can reach anything the worker
-/// can (`shell` runs commands, `http` sends requests): enabled by their setting, or a handler
+/// can (`shell` runs commands, `http` sends requests, `sql` runs statements on the databases
+/// of `worker.databases`): enabled by their setting, or a handler
 /// registered under that name. The API is never served without a token while there is one.
 pub fn powerful_handlers(settings: &Settings, registry: &Registry) -> Vec<&'static str> {
     let handlers = &settings.handlers;
     [
         (crate::handlers::shell::NAME, handlers.shell.enabled),
         (crate::handlers::http::NAME, handlers.http.enabled),
+        // Registered whenever worker.databases names a handler database.
+        (
+            crate::handlers::sql::NAME,
+            crate::handlers::sql::Sql::from_settings(settings).is_some(),
+        ),
     ]
     .into_iter()
     .filter(|(name, enabled)| *enabled || registry.contains(name))
@@ -382,5 +388,31 @@ fn route_label(path: &str) -> &'static str {
         ["jobs", _] => "/jobs/{id}",
         ["console", _] => "/console/{asset}",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DatabaseSettings;
+
+    /// A handler database makes `sql` a powerful handler: no token at all is refused.
+    #[test]
+    fn a_handler_database_needs_a_token() {
+        let mut settings = Settings::default();
+        settings.admin.allow_insecure = true;
+        settings.admin.auth_token = None;
+        assert!(check_settings(&settings, &Registry::new()).is_ok());
+        settings.databases.insert(
+            "billing".into(),
+            DatabaseSettings {
+                url: "sqlite://billing.db?mode=rwc".into(),
+                ..DatabaseSettings::default()
+            },
+        );
+        settings.worker.databases.push("billing".into());
+        assert_eq!(powerful_handlers(&settings, &Registry::new()), ["sql"]);
+        let err = check_settings(&settings, &Registry::new()).expect_err("refused");
+        assert!(err.contains("worker.databases"), "{err}");
     }
 }

@@ -54,18 +54,16 @@ impl std::fmt::Debug for AdminToken {
 
 /// The configuration rule, checked before anything starts: no token at all
 /// (`admin.allow_insecure` without `admin.auth_token`) is refused while this process serves
-/// any of `powerful` (`shell`, `http`: see [`super::powerful_handlers`]).
+/// any of `powerful` (`shell`, `http`, `sql`: see [`super::powerful_handlers`]).
 pub fn check(admin: &AdminSettings, powerful: &[&str]) -> Result<(), String> {
     if admin.token().is_none() && admin.allow_insecure && !powerful.is_empty() {
-        let keys: Vec<String> = powerful
-            .iter()
-            .map(|name| format!("handlers.{name}.enabled"))
-            .collect();
+        let keys: Vec<String> = powerful.iter().map(|name| enabling_key(name)).collect();
         let actions: Vec<&str> = powerful
             .iter()
             .map(|name| match *name {
                 "shell" => "run commands",
                 "http" => "send HTTP requests",
+                "sql" => "run SQL on the handler databases",
                 _ => "run its handlers",
             })
             .collect();
@@ -84,12 +82,27 @@ pub fn check(admin: &AdminSettings, powerful: &[&str]) -> Result<(), String> {
             actions = actions.join(" and "),
             off = keys
                 .iter()
-                .map(|k| format!("{k}: false"))
+                .map(|k| if k == SQL_KEY {
+                    format!("{k}: [default]")
+                } else {
+                    format!("{k}: false")
+                })
                 .collect::<Vec<_>>()
                 .join(" and "),
         ));
     }
     Ok(())
+}
+
+/// `sql` is on whenever `worker.databases` names a database for handlers.
+const SQL_KEY: &str = "worker.databases";
+
+/// The setting that turns a powerful built-in handler on.
+fn enabling_key(name: &str) -> String {
+    match name {
+        "sql" => SQL_KEY.to_string(),
+        _ => format!("handlers.{name}.enabled"),
+    }
 }
 
 /// The token in force: `admin.auth_token`, none with `admin.allow_insecure`, else the one in
@@ -407,6 +420,15 @@ mod tests {
                 assert!(message.contains(&key), "{powerful:?}: {message}");
             }
         }
+        // sql is on through worker.databases, which the message names instead.
+        let message = resolve(&s, &["sql"])
+            .await
+            .expect_err("insecure with sql")
+            .to_string();
+        assert!(
+            message.contains("worker.databases") && message.contains("run SQL"),
+            "{message}"
+        );
         let open = resolve(&s, &[]).await.expect("insecure without shell");
         assert_eq!(open.token, None);
         assert!(!file.exists(), "no token file without a token");
