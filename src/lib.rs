@@ -9,6 +9,7 @@
 //! - [`telemetry`]: tracing setup (text or JSON)
 //! - [`metrics`]: Prometheus metrics of executions and actors
 //! - [`http`]: the admin API, console, health and metrics endpoints
+//! - [`health`]: `jobu health`, the probe for container health checks and scripts
 //! - [`txn`]: transactions over the named databases, two-phase commit and its recovery
 //! - [`bench`]: `jobu bench`, throughput and latency scenarios on a scratch database
 
@@ -17,6 +18,7 @@ pub mod bench;
 pub mod config;
 pub mod entities;
 pub mod handlers;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod schedule;

@@ -46,7 +46,29 @@ enum Command {
     /// Serve only the admin HTTP API, web console, /health, /ready and /metrics
     Admin,
     /// Apply the schema migrations to the configured default database (idempotent)
-    Migrate,
+    Migrate {
+        /// Keep retrying the connection for up to S seconds while the database starts (a
+        /// one-shot container beside a database container)
+        #[arg(long, default_value_t = 0, value_name = "S")]
+        wait: u64,
+    },
+    /// Probe a running process, for container health checks: exit 0 healthy, 1 not
+    Health {
+        /// auto (admin when admin.enabled, else any role's presence on this host), admin
+        /// (GET /health), dispatcher or worker (a fresh presence row of that role on this
+        /// host), database (answers, schema current)
+        #[arg(long, default_value = "auto", value_name = "ROLE",
+              value_parser = clap::builder::PossibleValuesParser::new(jobu::health::Probe::NAMES))]
+        role: String,
+        /// Seconds to wait for an answer
+        #[arg(long, default_value_t = 5.0, value_name = "S")]
+        timeout: f64,
+    },
+    /// Configuration tools
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Cron expression tools
     Cron {
         #[command(subcommand)]
@@ -120,6 +142,13 @@ enum BenchCommand {
 }
 
 #[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the settings (files and JOBU__ variables) and print them as JSON, with
+    /// passwords and tokens masked; exit 2 naming the key when they are invalid
+    Show,
+}
+
+#[derive(Subcommand)]
 enum CronCommand {
     /// Print the next fire times of an expression, one RFC 3339 UTC instant per line
     Next {
@@ -145,6 +174,10 @@ fn main() -> ExitCode {
         Command::Dispatcher => daemon(cli.config, Roles::DISPATCHER),
         Command::Worker => daemon(cli.config, Roles::WORKER),
         Command::Admin => daemon(cli.config, Roles::ADMIN),
+        Command::Health { role, timeout } => health(cli.config, &role, timeout),
+        Command::Config {
+            command: ConfigCommand::Show,
+        } => config_show(cli.config),
         Command::Cron {
             command:
                 CronCommand::Next {
@@ -170,12 +203,12 @@ fn main() -> ExitCode {
             },
             json,
         ),
-        Command::Migrate => {
+        Command::Migrate { wait } => {
             let (settings, _log) = match load_settings(cli.config) {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            runtime().block_on(migrate(&settings))
+            runtime().block_on(migrate(&settings, std::time::Duration::from_secs(wait)))
         }
     }
 }
@@ -300,6 +333,49 @@ fn bench(
     })
 }
 
+fn health(config: Option<PathBuf>, role: &str, timeout: f64) -> ExitCode {
+    use jobu::health::Probe;
+    let settings = match read_settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let (Some(probe), true) = (Probe::parse(role), timeout.is_finite() && timeout > 0.0) else {
+        eprintln!("jobu: --timeout must be a positive number of seconds");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    // No log subscriber: the probe runs every few seconds and speaks only through its line.
+    let timeout = std::time::Duration::from_secs_f64(timeout);
+    match runtime().block_on(jobu::health::check(&settings, probe, timeout)) {
+        Ok(what) => {
+            println!("healthy: {what}");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            println!("unhealthy: {why}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn config_show(config: Option<PathBuf>) -> ExitCode {
+    let settings = match read_settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match serde_json::to_string_pretty(&settings.redacted()) {
+        Ok(json) => {
+            // A closed pipe (`| head`) is not an error worth a panic.
+            use std::io::Write;
+            let _ = writeln!(std::io::stdout(), "{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("jobu: cannot print the settings: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -313,14 +389,21 @@ fn runtime() -> tokio::runtime::Runtime {
     }
 }
 
-async fn migrate(settings: &Settings) -> ExitCode {
+async fn migrate(settings: &Settings, wait: std::time::Duration) -> ExitCode {
     let db = settings.default_database();
     let url = redact_url(&db.url);
-    let store = match Store::connect(db).await {
-        Ok(store) => store,
-        Err(e) => {
-            eprintln!("jobu: cannot connect to {url}: {e}");
-            return ExitCode::from(EXIT_FAILURE);
+    let deadline = std::time::Instant::now() + wait;
+    let store = loop {
+        match Store::connect(db).await {
+            Ok(store) => break store,
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::warn!(database = %url, error = %e, "database not reachable yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                eprintln!("jobu: cannot connect to {url}: {e}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
         }
     };
     let result = store.migrate().await;

@@ -1,5 +1,6 @@
 //! Logging setup: `tracing` events as text or one JSON object per line, filtered by
-//! `logging.level` unless `RUST_LOG` is set. Logs go to stderr so stdout stays for output,
+//! `logging.level` and `logging.filters` (with ractor's span noise quieted) unless `RUST_LOG`
+//! is set. Logs go to stderr so stdout stays for output,
 //! written by a thread of their own (`tracing-appender`): a worker that logs every attempt
 //! formats the line where it happens but never waits on the write. Nothing is dropped: a
 //! full buffer makes the logger wait instead.
@@ -23,7 +24,7 @@ pub fn init(settings: &LoggingSettings) -> LogGuard {
         .thread_name("jobu-log")
         .finish(std::io::stderr());
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.level))
+        .or_else(|_| EnvFilter::try_new(settings.directives()))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = fmt()
         .with_env_filter(filter)

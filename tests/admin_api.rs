@@ -2413,13 +2413,22 @@ async fn auth_token_guards_api_console_docs() {
     .await;
 }
 
-/// Every console login URL (`http://...?token=...`) in a log, in order.
-fn login_urls(log: &str) -> Vec<String> {
-    log.split_whitespace()
-        .map(|word| word.trim_matches(|c: char| c == '"' || c == ',' || c == '\\'))
-        .filter(|word| word.starts_with("http://") && word.contains("/?token="))
+/// Every console URL the token announcement names ("open the console at URL"), in order.
+fn console_urls(log: &str) -> Vec<String> {
+    log.split("open the console at ")
+        .skip(1)
+        .filter_map(|rest| rest.split_whitespace().next())
         .map(str::to_string)
         .collect()
+}
+
+/// The token reaches no log line: not in a login URL, not anywhere.
+fn assert_token_not_logged(log: &str, token: &str) {
+    assert!(!log.contains(token), "the token is in the log:\n{log}");
+    assert!(
+        !log.contains("?token="),
+        "a login URL is in the log:\n{log}"
+    );
 }
 
 /// Waits for a process that must refuse to start; its exit code and log.
@@ -2450,9 +2459,10 @@ async fn non_loopback_host_gets_a_token_unless_allow_insecure() {
             .expect_error(401);
         assert_eq!(server.api.get("/api/crons").await.expect(200)["total"], 0);
         assert_eq!(
-            login_urls(&server.log()),
-            [format!("http://127.0.0.1:{}/?token={token}", server.port)]
+            console_urls(&server.log()),
+            [format!("http://127.0.0.1:{}/", server.port)]
         );
+        assert_token_not_logged(&server.log(), &token);
         drop(server);
 
         // allow_insecure with the shell handler (base_env enables it): refused, exit 2.
@@ -2505,16 +2515,14 @@ async fn non_loopback_host_gets_a_token_unless_allow_insecure() {
             server.api_with_token(TOKEN).get("/api/crons").await.status,
             200
         );
-        assert!(
-            login_urls(&server.log()).is_empty(),
-            "a configured token is not logged"
-        );
+        assert_token_not_logged(&server.log(), TOKEN);
     })
     .await;
 }
 
 /// Without a token configured, `jobu admin` generates one in `data/admin_token` (0600), logs
-/// a console login URL carrying it, guards the API with it, and a restart reuses it. The
+/// the console URL and the file (never the token), guards the API with it, and a restart
+/// reuses it. The
 /// login URL signs a browser in: 303 to the page without the token, and the session cookie.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn generated_token_file_login_url_and_restart() {
@@ -2541,10 +2549,15 @@ async fn generated_token_file_login_url_and_restart() {
         );
         let log = server.log();
         assert_eq!(
-            login_urls(&log),
-            [format!("http://127.0.0.1:{port}/?token={token}")],
-            "one login URL with the file's token, logged once:\n{log}"
+            console_urls(&log),
+            [format!("http://127.0.0.1:{port}/")],
+            "the console URL, logged once:\n{log}"
         );
+        assert!(
+            log.contains(common::admin::TOKEN_FILE),
+            "names the file:\n{log}"
+        );
+        assert_token_not_logged(&log, &token);
 
         // The API needs the token; a refused write writes nothing.
         let anonymous = server.api.without_token();
@@ -2606,13 +2619,14 @@ async fn generated_token_file_login_url_and_restart() {
         // A restart reads the same file: the same token, a login URL with the new port.
         let server = server.restart(&db).await;
         assert_eq!(server.token.as_deref(), Some(token.as_str()));
-        let urls = login_urls(&server.log());
+        let urls = console_urls(&server.log());
         assert_eq!(
             urls.last().map(String::as_str),
-            Some(format!("http://127.0.0.1:{}/?token={token}", server.port).as_str()),
+            Some(format!("http://127.0.0.1:{}/", server.port).as_str()),
             "{urls:?}"
         );
         assert_eq!(urls.len(), 2, "{urls:?}");
+        assert_token_not_logged(&server.log(), &token);
         assert_eq!(server.api.get("/api/crons").await.expect(200)["total"], 0);
         server
             .api
@@ -2669,12 +2683,11 @@ async fn token_file_is_checked() {
         assert!(server.scratch.path("secrets/jobu.token").is_file());
         assert!(!server.scratch.path(common::admin::TOKEN_FILE).exists());
         assert!(
-            login_urls(&server.log())
-                .iter()
-                .any(|u| u.ends_with(&token)),
+            server.log().contains("secrets/jobu.token"),
             "{}",
             server.log()
         );
+        assert_token_not_logged(&server.log(), &token);
     })
     .await;
 }

@@ -155,6 +155,18 @@ impl Settings {
         Ok(settings)
     }
 
+    /// A copy safe to print: database passwords and the admin token masked.
+    pub fn redacted(&self) -> Settings {
+        let mut out = self.clone();
+        for db in out.databases.values_mut() {
+            db.url = redact_url(&db.url);
+        }
+        if out.admin.auth_token.is_some() {
+            out.admin.auth_token = Some("***".to_string());
+        }
+        out
+    }
+
     /// The settings of the database that holds jobu's tables.
     pub fn default_database(&self) -> &DatabaseSettings {
         // validate() guarantees the entry exists.

@@ -1,6 +1,7 @@
 //! The settings of each section (`databases`, `dispatcher`, `worker`, `admin`, `logging`,
 //! `handlers`) with their built-in defaults; ranges are checked in `validate.rs`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -8,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::*;
 
 /// One named database and its connection pool.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSettings {
     /// `sqlite://path?mode=rwc`, `postgres://user:pass@host/db` or `mysql://user:pass@host/db`.
@@ -19,6 +20,25 @@ pub struct DatabaseSettings {
     pub acquire_timeout_seconds: u64,
     pub idle_timeout_seconds: u64,
     pub max_lifetime_seconds: u64,
+    /// Log every SQL statement (target `sqlx::query`, at INFO; slow ones at WARN). Off by
+    /// default: one line per statement drowns everything else.
+    pub log_statements: bool,
+}
+
+/// The URL's password never reaches a log through `{:?}`.
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
+            .field("connect_timeout_seconds", &self.connect_timeout_seconds)
+            .field("acquire_timeout_seconds", &self.acquire_timeout_seconds)
+            .field("idle_timeout_seconds", &self.idle_timeout_seconds)
+            .field("max_lifetime_seconds", &self.max_lifetime_seconds)
+            .field("log_statements", &self.log_statements)
+            .finish()
+    }
 }
 
 impl DatabaseSettings {
@@ -47,6 +67,7 @@ impl Default for DatabaseSettings {
             acquire_timeout_seconds: Self::DEFAULT_ACQUIRE_TIMEOUT_SECONDS,
             idle_timeout_seconds: Self::DEFAULT_IDLE_TIMEOUT_SECONDS,
             max_lifetime_seconds: Self::DEFAULT_MAX_LIFETIME_SECONDS,
+            log_statements: false,
         }
     }
 }
@@ -386,6 +407,31 @@ pub struct LoggingSettings {
     pub format: LogFormat,
     /// A tracing filter: `info`, or per target such as `info,jobu::store=debug`.
     pub level: String,
+    /// Levels per target (module path), added to `level`: `{"jobu::store": "debug"}`.
+    pub filters: BTreeMap<String, String>,
+}
+
+impl LoggingSettings {
+    /// Targets quieted unless `level` or `filters` name them: ractor's `Actor{id=…}` spans
+    /// wrap every line of every actor and say nothing an operator needs.
+    pub const QUIET_TARGETS: [(&'static str, &'static str); 1] = [("ractor", "warn")];
+
+    /// The whole filter: `level`, the quieted targets, then `filters`.
+    pub fn directives(&self) -> String {
+        let mut out = self.level.trim().to_string();
+        let named = |target: &str| {
+            self.level.contains(target) || self.filters.keys().any(|k| k.starts_with(target))
+        };
+        for (target, level) in Self::QUIET_TARGETS {
+            if !named(target) {
+                out.push_str(&format!(",{target}={level}"));
+            }
+        }
+        for (target, level) in &self.filters {
+            out.push_str(&format!(",{}={}", target.trim(), level.trim()));
+        }
+        out
+    }
 }
 
 impl Default for LoggingSettings {
@@ -393,6 +439,7 @@ impl Default for LoggingSettings {
         LoggingSettings {
             format: LogFormat::Text,
             level: "info".to_string(),
+            filters: BTreeMap::new(),
         }
     }
 }

@@ -201,6 +201,22 @@ impl Settings {
                 format!("not a valid log filter ({e})"),
             ));
         }
+        for (target, level) in &self.logging.filters {
+            let key = format!("logging.filters.{target}");
+            if target.trim().is_empty() || target.contains([',', '=', ' ']) {
+                return Err(ConfigError::key(key, "not a target such as jobu::store"));
+            }
+            if level
+                .trim()
+                .parse::<tracing_subscriber::filter::LevelFilter>()
+                .is_err()
+            {
+                return Err(ConfigError::key(
+                    key,
+                    format!("{level:?} is not one of off, error, warn, info, debug, trace"),
+                ));
+            }
+        }
         Ok(())
     }
 }

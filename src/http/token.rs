@@ -1,12 +1,12 @@
 //! The admin token in force. The API is never open by accident: without `admin.auth_token`
 //! and without `admin.allow_insecure` the admin role uses the token in `admin.token_file`,
 //! generating it (32 random bytes as hex, the file created with mode 0600) on first start, and
-//! logs a console login URL that carries it, as Jupyter does. Serving with no token at all
+//! logs where it is (never the token; a terminal also gets the login URL). Serving with no token at all
 //! needs `admin.allow_insecure: true` and is refused while this process has the `shell` or
 //! the `http` handler, which would let anyone who reaches the port run commands or send
 //! requests from the worker's machine.
 
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, IsTerminal, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -271,11 +271,14 @@ pub fn login_url(addr: SocketAddr, token: &str) -> String {
     format!("http://{host}:{}/?token={token}", addr.port())
 }
 
-/// Logs, once per start, how to get in.
+/// Logs, once per start, how to get in. The token itself is never logged (logs travel to
+/// journald and collectors that more people read than the 0600 file); an operator at a
+/// terminal gets the login URL that carries it on stderr, outside the log stream.
 pub fn announce(resolved: &AdminToken, addr: SocketAddr) {
     match (&resolved.source, resolved.token.as_deref()) {
         (TokenSource::Generated(path) | TokenSource::File(path), Some(token)) => {
             let url = login_url(addr, token);
+            let console = url.split('?').next().unwrap_or_default();
             let how = if matches!(resolved.source, TokenSource::Generated(_)) {
                 "generated an admin token"
             } else {
@@ -283,10 +286,13 @@ pub fn announce(resolved: &AdminToken, addr: SocketAddr) {
             };
             tracing::info!(
                 token_file = %path.display(),
-                "{how}: open the console at {url} ; API clients send \
-                 \"Authorization: Bearer $(cat {})\"",
+                "{how}: open the console at {console} and sign in with the token in {0}; API \
+                 clients send \"Authorization: Bearer $(cat {0})\"",
                 path.display()
             );
+            if std::io::stderr().is_terminal() {
+                eprintln!("jobu: console login URL (it carries the token; not logged): {url}");
+            }
         }
         (TokenSource::Configured, _) => tracing::info!(
             address = %addr,

@@ -109,7 +109,8 @@ impl Store {
             .acquire_timeout(Duration::from_secs(settings.acquire_timeout_seconds))
             .idle_timeout(Duration::from_secs(settings.idle_timeout_seconds))
             .max_lifetime(Duration::from_secs(settings.max_lifetime_seconds))
-            .sqlx_logging(false)
+            .sqlx_logging(settings.log_statements)
+            .sqlx_logging_level(tracing::log::LevelFilter::Info)
             // WAL lets readers run beside the one writer; waiting on a busy file beats
             // failing, since several processes may share it.
             .map_sqlx_sqlite_opts(|o| {

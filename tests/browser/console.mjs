@@ -4,7 +4,7 @@
 //   node tests/browser/console.mjs BASE_URL TOKEN SCRATCH_DIR [LOGIN_URL]
 //
 // (or JOBU_CONSOLE_URL, JOBU_CONSOLE_TOKEN, JOBU_CONSOLE_SCRATCH, JOBU_CONSOLE_LOGIN_URL; the
-// login URL is the one jobu logs, BASE_URL/?token=TOKEN by default). The daemon must have the
+// login URL is the one jobu prints at a terminal, BASE_URL/?token=TOKEN by default). The daemon must have the
 // shell handler enabled and SCRATCH_DIR must be writable by it. It exits 0 when every step
 // passed; otherwise 1, naming the failed step, with a screenshot in SCRATCH_DIR.
 // JOBU_CONSOLE_SCREENSHOTS=1 also saves a screenshot of each page there on success;
