@@ -130,7 +130,11 @@ fn env_var(key: &str, value: &Value, db_name: &str) -> Option<(String, String)> 
         Value::Object(_) => return None,
         Value::Array(items) => items
             .iter()
-            .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string()))
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| i.to_string())
+            })
             .collect::<Vec<_>>()
             .join(","),
         Value::String(s) => s.clone(),
@@ -154,7 +158,10 @@ fn every_documented_key_is_accepted_through_its_variable() {
     let mut env = Vec::new();
     let mut expected = BTreeMap::new();
     let scratch = tempfile::tempdir().expect("scratch");
-    let other_db = format!("sqlite://{}/reporting.db?mode=rwc", scratch.path().display());
+    let other_db = format!(
+        "sqlite://{}/reporting.db?mode=rwc",
+        scratch.path().display()
+    );
     for (key, default) in &docs {
         let value = match parse_default(default) {
             Value::Bool(b) => Value::Bool(!b),

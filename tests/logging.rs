@@ -110,7 +110,11 @@ async fn json_logs_carry_fields_and_no_secrets() {
     .await;
     assert!(done, "the jobs did not finish:\n{}", log());
     assert_eq!(
-        count(&db, "SELECT COUNT(*) AS n FROM job_executions WHERE status = 'SUCCESS'").await,
+        count(
+            &db,
+            "SELECT COUNT(*) AS n FROM job_executions WHERE status = 'SUCCESS'"
+        )
+        .await,
         1,
         "the http job with the right token succeeds, the other two fail"
     );
