@@ -154,13 +154,17 @@ impl Actor for Supervisor {
             admin_listener: args.admin_listener,
         };
         let roles = args.roles;
+        // Every deployment that runs jobs has a dispatcher or a worker; admin-only processes
+        // (often several, for the API) add nothing by sweeping too.
+        let retention =
+            (roles.dispatcher || roles.worker) && state.shared.settings.retention.enabled;
         crate::metrics::live_actors("supervisor", 1);
         tracing::info!(
             worker = %state.shared.worker_id,
             dispatcher = roles.dispatcher,
             worker_pool = roles.worker,
             rescuer = roles.rescuer,
-            retention = (roles.dispatcher || roles.worker) && state.shared.settings.retention.enabled,
+            retention,
             admin = state.admin_listener.is_some(),
             handlers = ?state.shared.registry.names(),
             "starting"
@@ -177,12 +181,7 @@ impl Actor for Supervisor {
             ),
             (roles.dispatcher || roles.worker, ChildKind::Presence),
             (state.admin_listener.is_some(), ChildKind::Admin),
-            // Every deployment that runs jobs has a dispatcher or a worker; admin-only
-            // processes (often several, for the API) add nothing by sweeping too.
-            (
-                (roles.dispatcher || roles.worker) && state.shared.settings.retention.enabled,
-                ChildKind::Retention,
-            ),
+            (retention, ChildKind::Retention),
         ];
         for (wanted, kind) in kinds {
             if wanted {
