@@ -27,7 +27,8 @@ const MAX_NEXT_COUNT: usize = 100_000;
     about = "Cron job scheduler and job runner coordinated through its database"
 )]
 struct Cli {
-    /// Folder with database.yaml, dispatcher.yaml, worker.yaml, admin.yaml and logging.yaml
+    /// Folder with database.yaml, dispatcher.yaml, worker.yaml, admin.yaml, logging.yaml and
+    /// retention.yaml
     /// [default: ./config when it exists, else built-in defaults]
     #[arg(long, global = true, value_name = "DIR", env = "JOBU_CONFIG_DIR")]
     config: Option<PathBuf>,
@@ -92,6 +93,12 @@ enum Command {
         /// Run R times, each on a fresh database, and report medians with min and max
         #[arg(long, global = true, default_value_t = 1, value_name = "R")]
         repeat: usize,
+    },
+    /// Delete old finished executions now, by the ages of retention.yaml (0 keeps forever)
+    Prune {
+        /// Print per status how many executions would be deleted; delete nothing
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -210,6 +217,7 @@ fn main() -> ExitCode {
             };
             runtime().block_on(migrate(&settings, std::time::Duration::from_secs(wait)))
         }
+        Command::Prune { dry_run } => prune(cli.config, dry_run),
     }
 }
 
@@ -454,4 +462,47 @@ fn cron_next(expression: &str, tz: &str, from: Option<&str>, count: usize) -> Ex
     }
     print!("{out}");
     ExitCode::SUCCESS
+}
+
+/// `jobu prune`: one retention sweep now, whatever `retention.enabled` says.
+fn prune(config: Option<PathBuf>, dry_run: bool) -> ExitCode {
+    use jobu::actors::retention::{self, RetentionConfig};
+    let (settings, _log) = match load_settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let config = RetentionConfig::from_settings(&settings.retention);
+    let ages = settings.retention.ages();
+    let db = settings.default_database();
+    let url = redact_url(&db.url);
+    runtime().block_on(async {
+        let store = match Store::connect(db).await {
+            Ok(store) => store,
+            Err(e) => {
+                eprintln!("jobu: cannot connect to {url}: {e}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        };
+        let result = if dry_run {
+            retention::dry_run(&store, &config).await
+        } else {
+            retention::sweep(&store, &config).await
+        };
+        let _ = store.close().await;
+        let counts = match result {
+            Ok(counts) => counts,
+            Err(e) => {
+                eprintln!("jobu: pruning {url} failed: {e}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        };
+        let verb = if dry_run { "would delete" } else { "deleted" };
+        for (status, days) in ages {
+            match counts.get(&status) {
+                Some(n) => println!("{status}: {verb} {n} (finished more than {days} days ago)"),
+                None => println!("{status}: kept forever"),
+            }
+        }
+        ExitCode::SUCCESS
+    })
 }

@@ -95,6 +95,10 @@ fn describe() {
         "Times the supervisor gave up on a child that crashed too often"
     );
     describe_counter!(
+        "jobu_retention_deleted_total",
+        "Old finished executions this process deleted (retention service, jobu prune), by status"
+    );
+    describe_counter!(
         "jobu_http_requests_total",
         "Admin HTTP requests by method, route and status"
     );
@@ -150,6 +154,10 @@ pub fn message_handled(actor: &'static str) {
 
 pub fn supervisor_escalated(child: &'static str) {
     counter!("jobu_supervisor_escalations_total", "child" => child).increment(1);
+}
+
+pub fn retention_deleted(status: Status, n: u64) {
+    counter!("jobu_retention_deleted_total", "status" => status.as_str()).increment(n);
 }
 
 pub fn http_request(method: &str, route: &'static str, status: u16) {

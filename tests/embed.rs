@@ -349,11 +349,11 @@ backend_test!(
             ids.sort();
             ids
         };
-        const SERVICES: usize = 3;
+        const SERVICES: usize = 4;
         assert_eq!(
             services().len(),
             SERVICES,
-            "dispatcher, rescuer and presence"
+            "dispatcher, rescuer, presence and retention"
         );
         // Always the newest child: the one restarted last, so the same service each time.
         let newest = || {

@@ -11,6 +11,7 @@ mod m20261201_000004_hardening;
 mod m20261201_000005_claim_order_index;
 mod m20261201_000006_partial_status_indexes;
 mod m20261202_000007_transaction_log;
+mod m20261203_000008_finished_index;
 pub mod types;
 
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000005_claim_order_index::Migration),
             Box::new(m20261201_000006_partial_status_indexes::Migration),
             Box::new(m20261202_000007_transaction_log::Migration),
+            Box::new(m20261203_000008_finished_index::Migration),
         ]
     }
 }

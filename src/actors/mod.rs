@@ -8,6 +8,7 @@
 //! ├── Rescuer     rescuer.rs     expired leases back to PENDING (or final)
 //! ├── Recovery    recovery.rs    in-doubt two-phase branches committed or rolled back
 //! ├── Presence    presence.rs    this process's heartbeat row for GET /api/workers
+//! ├── Retention   retention.rs   old finished executions deleted in batches
 //! └── AdminServer admin.rs       the admin HTTP API, console and metrics (crate::http)
 //! ```
 //!
@@ -21,6 +22,7 @@ pub mod pool;
 pub mod presence;
 pub mod recovery;
 pub mod rescuer;
+pub mod retention;
 pub mod supervisor;
 pub mod task;
 
@@ -118,6 +120,8 @@ pub struct Shared {
     pub(crate) databases: crate::txn::Databases,
     /// Runs handlers' transactions over `databases`; `None` when none are configured.
     pub(crate) coordinator: Option<Arc<crate::txn::Coordinator>>,
+    /// The retention service's report of its last sweep ([`RunningRuntime::retention_reports`]).
+    pub(crate) retention_reports: watch::Sender<Option<retention::SweepReport>>,
 }
 
 /// Builds and starts the actor tree.
@@ -257,6 +261,7 @@ impl Runtime {
         } else {
             None
         };
+        let (retention_tx, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             store: store.clone(),
             lease_store,
@@ -265,6 +270,7 @@ impl Runtime {
             worker_id,
             databases,
             coordinator,
+            retention_reports: retention_tx.clone(),
         });
         let (exit_tx, exit_rx) = watch::channel(None);
         let args = SupervisorArgs {
@@ -284,6 +290,7 @@ impl Runtime {
             store,
             owns_store: false,
             admin_addr,
+            retention_reports: retention_tx.subscribe(),
         })
     }
 }
@@ -297,9 +304,16 @@ pub struct RunningRuntime {
     /// Opened by [`Runtime::start`], so closed when the runtime ends.
     owns_store: bool,
     admin_addr: Option<std::net::SocketAddr>,
+    retention_reports: watch::Receiver<Option<retention::SweepReport>>,
 }
 
 impl RunningRuntime {
+    /// The retention service's report of its last finished sweep (`None` until the first, and
+    /// always when this process runs no retention service): wait on it instead of sleeping.
+    pub fn retention_reports(&self) -> watch::Receiver<Option<retention::SweepReport>> {
+        self.retention_reports.clone()
+    }
+
     /// Where the admin HTTP API listens, when this runtime serves it.
     pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
         self.admin_addr

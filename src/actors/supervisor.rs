@@ -4,8 +4,9 @@
 //! process then exits non-zero and systemd or the container runtime restarts it.
 //!
 //! ractor's default supervision stops the parent when a child exits and has no restart
-//! strategies, so this actor implements them. On shutdown it stops the Dispatcher and the
-//! Rescuer at once and asks the WorkerPool to drain; it stops itself when every child is gone.
+//! strategies, so this actor implements them. On shutdown it stops the Dispatcher, the
+//! Rescuer and the other services at once and asks the WorkerPool to drain; it stops itself
+//! when every child is gone.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use super::pool::{PoolArgs, PoolConfig, PoolMsg, WorkerPool};
 use super::presence::Presence;
 use super::recovery::{RecoveryConfig, RecoveryService};
 use super::rescuer::{Rescuer, RescuerConfig};
+use super::retention::{RetentionArgs, RetentionConfig, RetentionService};
 use super::{backoff, send_later, Exit, Roles, Shared};
 
 /// Restart policy. Defaults: more than 5 crashes of one child within 60 s escalates;
@@ -59,6 +61,7 @@ pub enum ChildKind {
     Recovery,
     Presence,
     Admin,
+    Retention,
 }
 
 impl ChildKind {
@@ -70,6 +73,7 @@ impl ChildKind {
             ChildKind::Recovery => "recovery",
             ChildKind::Presence => "presence",
             ChildKind::Admin => "admin",
+            ChildKind::Retention => "retention",
         }
     }
 }
@@ -150,12 +154,17 @@ impl Actor for Supervisor {
             admin_listener: args.admin_listener,
         };
         let roles = args.roles;
+        // Every deployment that runs jobs has a dispatcher or a worker; admin-only processes
+        // (often several, for the API) add nothing by sweeping too.
+        let retention =
+            (roles.dispatcher || roles.worker) && state.shared.settings.retention.enabled;
         crate::metrics::live_actors("supervisor", 1);
         tracing::info!(
             worker = %state.shared.worker_id,
             dispatcher = roles.dispatcher,
             worker_pool = roles.worker,
             rescuer = roles.rescuer,
+            retention,
             admin = state.admin_listener.is_some(),
             handlers = ?state.shared.registry.names(),
             "starting"
@@ -172,6 +181,7 @@ impl Actor for Supervisor {
             ),
             (roles.dispatcher || roles.worker, ChildKind::Presence),
             (state.admin_listener.is_some(), ChildKind::Admin),
+            (retention, ChildKind::Retention),
         ];
         for (wanted, kind) in kinds {
             if wanted {
@@ -458,6 +468,18 @@ async fn spawn_child(
         }
         ChildKind::Presence => {
             Actor::spawn_linked(None, Presence, (shared, state.roles), supervisor)
+                .await?
+                .0
+                .get_cell()
+        }
+        ChildKind::Retention => {
+            let args = RetentionArgs {
+                store: shared.store.clone(),
+                config: RetentionConfig::from_settings(&shared.settings.retention),
+                worker_id: shared.worker_id.clone(),
+                reports: Some(shared.retention_reports.clone()),
+            };
+            Actor::spawn_linked(None, RetentionService, args, supervisor)
                 .await?
                 .0
                 .get_cell()

@@ -289,7 +289,8 @@ async fn run_once(
 }
 
 /// The settings of one run: the configured ones on the run's database, no admin server, no
-/// shell handler.
+/// shell handler, no retention sweeps (a scratch database has nothing to prune, and their
+/// statements would count in the statements per job).
 pub struct RunContext {
     pub settings: Settings,
     pub url: String,
@@ -307,6 +308,7 @@ impl RunContext {
         settings.worker.id = None;
         settings.admin.enabled = false;
         settings.handlers.shell.enabled = false;
+        settings.retention.enabled = false;
         RunContext {
             settings,
             url: url.to_string(),

@@ -1,5 +1,6 @@
 //! Layered configuration: built-in defaults, then the YAML files of the config folder
-//! (`database.yaml`, `dispatcher.yaml`, `worker.yaml`, `admin.yaml`, `logging.yaml`), then
+//! (`database.yaml`, `dispatcher.yaml`, `worker.yaml`, `admin.yaml`, `logging.yaml`,
+//! `retention.yaml`), then
 //! `JOBU__SECTION__KEY` environment variables. Every error names the offending key so an
 //! operator can fix it without reading code; the CLI turns [`ConfigError`] into exit code 2.
 
@@ -15,12 +16,13 @@ pub use sections::*;
 pub use validate::validate_database_url;
 
 /// The files read from the config folder, in order; later files win on conflicting keys.
-pub const CONFIG_FILES: [&str; 5] = [
+pub const CONFIG_FILES: [&str; 6] = [
     "database.yaml",
     "dispatcher.yaml",
     "worker.yaml",
     "admin.yaml",
     "logging.yaml",
+    "retention.yaml",
 ];
 /// Prefix of environment overrides: `JOBU__ADMIN__PORT=9000` sets `admin.port`.
 pub const ENV_PREFIX: &str = "JOBU";
@@ -81,6 +83,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub logging: LoggingSettings,
     pub handlers: HandlersSettings,
+    pub retention: RetentionSettings,
 }
 
 impl Default for Settings {
@@ -94,6 +97,7 @@ impl Default for Settings {
             admin: AdminSettings::default(),
             logging: LoggingSettings::default(),
             handlers: HandlersSettings::default(),
+            retention: RetentionSettings::default(),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The settings of each section (`databases`, `dispatcher`, `worker`, `admin`, `logging`,
-//! `handlers`) with their built-in defaults; ranges are checked in `validate.rs`.
+//! `handlers`, `retention`) with their built-in defaults; ranges are checked in `validate.rs`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::*;
+use crate::entities::job_execution::Status;
 
 /// One named database and its connection pool.
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
@@ -440,6 +441,68 @@ impl Default for LoggingSettings {
             format: LogFormat::Text,
             level: "info".to_string(),
             filters: BTreeMap::new(),
+        }
+    }
+}
+
+/// Deletion of old finished executions (`retention`, the retention service and `jobu prune`).
+/// Each age is in days since the execution finished; 0 keeps that status forever.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Whether dispatcher and worker processes run the retention service (`jobu prune`
+    /// sweeps whatever this says).
+    pub enabled: bool,
+    pub success_days: u32,
+    pub cancelled_days: u32,
+    pub failed_days: u32,
+    pub timeout_days: u32,
+    /// How often a sweep starts.
+    pub interval_seconds: u64,
+    /// Rows deleted per statement.
+    pub batch_size: u32,
+    /// Pause between two batches, so a large first sweep does not hog the database.
+    pub batch_pause_ms: u64,
+}
+
+impl RetentionSettings {
+    pub const DEFAULT_ENABLED: bool = true;
+    pub const DEFAULT_SUCCESS_DAYS: u32 = 7;
+    pub const DEFAULT_CANCELLED_DAYS: u32 = 7;
+    pub const DEFAULT_FAILED_DAYS: u32 = 30;
+    pub const DEFAULT_TIMEOUT_DAYS: u32 = 30;
+    pub const DEFAULT_INTERVAL_SECONDS: u64 = 3600;
+    pub const DEFAULT_BATCH_SIZE: u32 = 1000;
+    pub const DEFAULT_BATCH_PAUSE_MS: u64 = 100;
+    /// Upper bound on `batch_size`: one statement's rows stay a short transaction.
+    pub const MAX_BATCH_SIZE: u32 = 10_000;
+    /// Upper bound on each age (about 100 years).
+    pub const MAX_DAYS: u32 = 36_500;
+    /// Upper bound on `batch_pause_ms`.
+    pub const MAX_BATCH_PAUSE_MS: u64 = 60_000;
+
+    /// The age of each final status in days, 0 for "kept forever", in sweep order.
+    pub fn ages(&self) -> [(Status, u32); 4] {
+        [
+            (Status::Success, self.success_days),
+            (Status::Cancelled, self.cancelled_days),
+            (Status::Failed, self.failed_days),
+            (Status::Timeout, self.timeout_days),
+        ]
+    }
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            enabled: Self::DEFAULT_ENABLED,
+            success_days: Self::DEFAULT_SUCCESS_DAYS,
+            cancelled_days: Self::DEFAULT_CANCELLED_DAYS,
+            failed_days: Self::DEFAULT_FAILED_DAYS,
+            timeout_days: Self::DEFAULT_TIMEOUT_DAYS,
+            interval_seconds: Self::DEFAULT_INTERVAL_SECONDS,
+            batch_size: Self::DEFAULT_BATCH_SIZE,
+            batch_pause_ms: Self::DEFAULT_BATCH_PAUSE_MS,
         }
     }
 }

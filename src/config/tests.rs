@@ -1,4 +1,5 @@
 use super::*;
+use crate::entities::job_execution::Status;
 
 fn env(pairs: &[(&str, &str)]) -> ConfigSource {
     ConfigSource {
@@ -199,4 +200,60 @@ fn redacts_passwords() {
         sqlite_path("sqlite://data/jobu.db?mode=rwc"),
         Some(Path::new("data/jobu.db"))
     );
+}
+
+#[test]
+fn retention_settings_from_env_and_their_validation() {
+    let s = Settings::load(&env(&[])).expect("loads");
+    assert_eq!(s.retention, RetentionSettings::default());
+    assert!(s.retention.enabled);
+    assert_eq!(
+        s.retention.ages(),
+        [
+            (Status::Success, 7),
+            (Status::Cancelled, 7),
+            (Status::Failed, 30),
+            (Status::Timeout, 30)
+        ]
+    );
+    let s = Settings::load(&env(&[
+        ("JOBU__RETENTION__ENABLED", "false"),
+        ("JOBU__RETENTION__FAILED_DAYS", "0"),
+        ("JOBU__RETENTION__BATCH_SIZE", "10000"),
+        ("JOBU__RETENTION__BATCH_PAUSE_MS", "0"),
+    ]))
+    .expect("loads");
+    assert!(!s.retention.enabled);
+    assert_eq!(s.retention.failed_days, 0, "0 keeps forever");
+    assert_eq!(s.retention.batch_size, 10_000);
+    let cases = [
+        ("JOBU__RETENTION__BATCH_SIZE", "0", "retention.batch_size"),
+        (
+            "JOBU__RETENTION__BATCH_SIZE",
+            "10001",
+            "retention.batch_size",
+        ),
+        ("JOBU__RETENTION__BATCH_SIZE", "-1", "batch_size"),
+        (
+            "JOBU__RETENTION__INTERVAL_SECONDS",
+            "0",
+            "retention.interval_seconds",
+        ),
+        (
+            "JOBU__RETENTION__BATCH_PAUSE_MS",
+            "60001",
+            "retention.batch_pause_ms",
+        ),
+        (
+            "JOBU__RETENTION__SUCCESS_DAYS",
+            "36501",
+            "retention.success_days",
+        ),
+        ("JOBU__RETENTION__TIMEOUT_DAYS", "-3", "timeout_days"),
+        ("JOBU__RETENTION__CANCELED_DAYS", "7", "canceled_days"),
+    ];
+    for (var, value, key) in cases {
+        let err = Settings::load(&env(&[(var, value)])).expect_err(var);
+        assert!(err.to_string().contains(key), "{var}={value}: {err}");
+    }
 }

@@ -195,6 +195,7 @@ impl Settings {
                 ));
             }
         }
+        self.retention.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
             return Err(ConfigError::key(
                 "logging.level",
@@ -216,6 +217,44 @@ impl Settings {
                     format!("{level:?} is not one of off, error, warn, info, debug, trace"),
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl RetentionSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let max = Self::MAX_DAYS;
+        for (key, days) in [
+            ("retention.success_days", self.success_days),
+            ("retention.cancelled_days", self.cancelled_days),
+            ("retention.failed_days", self.failed_days),
+            ("retention.timeout_days", self.timeout_days),
+        ] {
+            if days > max {
+                return Err(ConfigError::key(
+                    key,
+                    format!("must be between 0 (keep forever) and {max} days"),
+                ));
+            }
+        }
+        if self.interval_seconds == 0 {
+            return Err(ConfigError::key(
+                "retention.interval_seconds",
+                "must be at least 1",
+            ));
+        }
+        if self.batch_size == 0 || self.batch_size > Self::MAX_BATCH_SIZE {
+            return Err(ConfigError::key(
+                "retention.batch_size",
+                format!("must be between 1 and {}", Self::MAX_BATCH_SIZE),
+            ));
+        }
+        if self.batch_pause_ms > Self::MAX_BATCH_PAUSE_MS {
+            return Err(ConfigError::key(
+                "retention.batch_pause_ms",
+                format!("must be between 0 and {}", Self::MAX_BATCH_PAUSE_MS),
+            ));
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! - [`transition`]: the retry rule, lease renewal and cancel polls of a claimed attempt
 //! - [`finish`]: how attempts end (success, failure, cancel, release), many per statement
 //! - [`rescue`]: expired leases back to PENDING, or final when retries are exhausted
+//! - [`retention`]: old finished executions deleted in batches
 //! - [`crons`]: cron rows and the dispatcher's per-cron marker
 //! - [`operator`]: what an operator does to executions: run now, retry, cancel, delete
 //! - [`queries`]: read-only views for the admin API: execution lists and statistics
@@ -23,6 +24,7 @@ pub mod finish;
 pub mod operator;
 pub mod queries;
 pub mod rescue;
+pub mod retention;
 pub mod stats;
 pub mod transition;
 pub mod wake;
