@@ -126,11 +126,13 @@ async fn seed(store: &Store, extra_old_success: usize) -> Seeded {
     gone(Cancelled);
     kept.insert(execution(store, now, Some(a), 10.0, Success, 10.0).await);
 
-    // Old unfinished rows stay; an older finished one of their cron goes.
+    // Old unfinished rows stay; so does the newest finished one behind them (a weekly
+    // cron's next run waits PENDING; its last result must not go); an older one goes.
     let b = cron(store, "unfinished").await;
     kept.insert(execution(store, now, Some(b), 40.0, Pending, 0.0).await);
     kept.insert(execution(store, now, Some(b), 39.0, Running, 39.0).await);
-    execution(store, now, Some(b), 50.0, Success, 50.0).await;
+    kept.insert(execution(store, now, Some(b), 50.0, Success, 50.0).await);
+    execution(store, now, Some(b), 60.0, Success, 60.0).await;
     gone(Success);
 
     // The only execution of a cron stays, however old.

@@ -2,10 +2,12 @@
 //! a cutoff on the database clock, at most `limit` per statement, and never
 //!
 //! - a PENDING or RUNNING row (the status is named, and must be final),
-//! - the newest execution of a cron by `scheduled_time` (a row is eligible only while a
-//!   newer one of its cron exists; the console's "last run" and the overlap and misfire
-//!   logic read it). Ad-hoc runs and executions of deleted crons (`job_id` NULL) have no
-//!   such exception. Since no sweep deletes the newest row, "has a newer one" stays true
+//! - the newest execution of a cron by `scheduled_time`, nor its newest finished one (a row
+//!   is eligible only while a newer finished one of its cron exists; the console's "last
+//!   run" and the overlap and misfire logic read them: a weekly cron's next run, created
+//!   ahead and PENDING, must not cost it last week's result). Ad-hoc runs and executions of
+//!   deleted crons (`job_id` NULL) have no such exception. Since no sweep deletes the newest
+//!   finished row and a finished row stays finished, "has a newer finished one" stays true
 //!   for a row once seen, however many sweeps run at once.
 //!
 //! Nothing references `job_executions` by foreign key (`transaction_log.execution_id` is a
@@ -126,7 +128,7 @@ fn check_final(status: Status) -> StoreResult<()> {
     }
 }
 
-/// ` e.status = '<status>' AND e.finished_at < <cutoff> AND (not the newest of its cron)`
+/// ` e.status = '<status>' AND e.finished_at < <cutoff> AND (a newer finished one of its cron exists)`
 /// over `job_executions e`. The status is a literal so planners can match the partial index.
 fn eligible(q: &mut Sql, status: Status, age: f64) {
     q.push(" e.status = ")
@@ -135,6 +137,7 @@ fn eligible(q: &mut Sql, status: Status, age: f64) {
         .now_plus(-age)
         .push(
             " AND (e.job_id IS NULL OR EXISTS (SELECT 1 FROM job_executions n \
-             WHERE n.job_id = e.job_id AND n.scheduled_time > e.scheduled_time))",
+             WHERE n.job_id = e.job_id AND n.scheduled_time > e.scheduled_time \
+             AND n.finished_at IS NOT NULL))",
         );
 }
