@@ -266,6 +266,13 @@ impl Runtime {
             databases,
             coordinator,
         });
+        let stop_budget = Duration::from_secs(
+            shared
+                .settings
+                .worker
+                .shutdown_timeout_seconds
+                .saturating_add(15),
+        );
         let (exit_tx, exit_rx) = watch::channel(None);
         let args = SupervisorArgs {
             shared,
@@ -284,6 +291,8 @@ impl Runtime {
             store,
             owns_store: false,
             admin_addr,
+            roles: self.roles,
+            stop_budget,
         })
     }
 }
@@ -297,6 +306,11 @@ pub struct RunningRuntime {
     /// Opened by [`Runtime::start`], so closed when the runtime ends.
     owns_store: bool,
     admin_addr: Option<std::net::SocketAddr>,
+    /// What runs (the admin role only when it serves), for systemd's status line.
+    roles: Roles,
+    /// How long a graceful shutdown may take: the worker's drain plus a margin for
+    /// recording outcomes (told to systemd, which would otherwise kill the process sooner).
+    stop_budget: Duration,
 }
 
 impl RunningRuntime {
@@ -338,6 +352,8 @@ impl RunningRuntime {
 
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully; a second signal exits the
     /// process at once (code 128 + signal) after killing shell handlers' process groups.
+    /// Under systemd (`Type=notify`) it reports READY=1 once the handlers are installed and
+    /// STOPPING=1 at the first signal ([`crate::systemd`]).
     pub async fn run_until_signal(self) -> Exit {
         use tokio::signal::unix::{signal, SignalKind};
         let (mut term, mut int) = match (
@@ -351,7 +367,10 @@ impl RunningRuntime {
                 return self.wait().await;
             }
         };
+        // Only now: a SIGTERM that systemd sends after READY=1 must find the handlers.
+        crate::systemd::ready(self.roles, self.admin_addr);
         let supervisor = self.supervisor.clone();
+        let stop_budget = self.stop_budget;
         let wait = self.wait();
         tokio::pin!(wait);
         tokio::select! {
@@ -359,6 +378,7 @@ impl RunningRuntime {
             _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down gracefully; a second signal exits at once"),
             _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down gracefully; a second signal exits at once"),
         }
+        crate::systemd::stopping(stop_budget);
         let _ = supervisor.send_message(SupervisorMsg::Shutdown);
         let signo = tokio::select! {
             exit = &mut wait => return exit,
