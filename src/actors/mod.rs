@@ -101,6 +101,10 @@ pub enum RuntimeError {
     Database(String),
 }
 
+/// Time a graceful shutdown may take beyond the worker's drain: releasing what still runs,
+/// the last outcome writes, closing the pools.
+pub const STOP_MARGIN: Duration = Duration::from_secs(15);
+
 /// Connections of the worker's dedicated lease pool (renewals and cancel polls).
 pub const LEASE_POOL_CONNECTIONS: u32 = 2;
 
@@ -266,13 +270,8 @@ impl Runtime {
             databases,
             coordinator,
         });
-        let stop_budget = Duration::from_secs(
-            shared
-                .settings
-                .worker
-                .shutdown_timeout_seconds
-                .saturating_add(15),
-        );
+        let stop_budget = Duration::from_secs(shared.settings.worker.shutdown_timeout_seconds)
+            .saturating_add(STOP_MARGIN);
         let (exit_tx, exit_rx) = watch::channel(None);
         let args = SupervisorArgs {
             shared,
