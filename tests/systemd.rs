@@ -95,7 +95,8 @@ async fn ready_then_stopping(db: TestDb) {
 
     // The variable was taken out of jobu's environment, so commands cannot notify.
     let out = launched.scratch.path("env.txt");
-    let command = format!("env > '{}'", out.display());
+    // Written whole, then renamed, so the test never reads half of it.
+    let command = format!("env > '{0}.part' && mv '{0}.part' '{0}'", out.display());
     enqueue(&db.store, "shell", json!({ "command": command }), 0, 30).await;
     let written = eventually(READY_LIMIT, || async {
         std::fs::read_to_string(&out).is_ok_and(|t| t.contains("JOBU_EXECUTION_ID="))
