@@ -12,6 +12,7 @@
 //! - [`health`]: `jobu health`, the probe for container health checks and scripts
 //! - [`txn`]: transactions over the named databases, two-phase commit and its recovery
 //! - [`bench`]: `jobu bench`, throughput and latency scenarios on a scratch database
+//! - [`systemd`]: systemd's notify protocol (ready, stopping)
 
 pub mod actors;
 pub mod bench;
@@ -23,6 +24,7 @@ pub mod http;
 pub mod metrics;
 pub mod schedule;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
 pub mod txn;
 

@@ -222,6 +222,7 @@ fn main() -> ExitCode {
 }
 
 fn daemon(config: Option<PathBuf>, roles: Roles) -> ExitCode {
+    jobu::systemd::take_env(); // first: no thread may exist yet (see the module)
     let (mut settings, _log) = match load_settings(config) {
         Ok(s) => s,
         Err(code) => return code,

@@ -103,6 +103,10 @@ pub enum RuntimeError {
     Database(String),
 }
 
+/// Time a graceful shutdown may take beyond the worker's drain: releasing what still runs,
+/// the last outcome writes, closing the pools.
+pub const STOP_MARGIN: Duration = Duration::from_secs(15);
+
 /// Connections of the worker's dedicated lease pool (renewals and cancel polls).
 pub const LEASE_POOL_CONNECTIONS: u32 = 2;
 
@@ -272,6 +276,8 @@ impl Runtime {
             coordinator,
             retention_reports: retention_tx.clone(),
         });
+        let stop_budget = Duration::from_secs(shared.settings.worker.shutdown_timeout_seconds)
+            .saturating_add(STOP_MARGIN);
         let (exit_tx, exit_rx) = watch::channel(None);
         let args = SupervisorArgs {
             shared,
@@ -291,6 +297,8 @@ impl Runtime {
             owns_store: false,
             admin_addr,
             retention_reports: retention_tx.subscribe(),
+            roles: self.roles,
+            stop_budget,
         })
     }
 }
@@ -305,6 +313,11 @@ pub struct RunningRuntime {
     owns_store: bool,
     admin_addr: Option<std::net::SocketAddr>,
     retention_reports: watch::Receiver<Option<retention::SweepReport>>,
+    /// What runs (the admin role only when it serves), for systemd's status line.
+    roles: Roles,
+    /// How long a graceful shutdown may take: the worker's drain plus a margin for
+    /// recording outcomes (told to systemd, which would otherwise kill the process sooner).
+    stop_budget: Duration,
 }
 
 impl RunningRuntime {
@@ -352,6 +365,8 @@ impl RunningRuntime {
 
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully; a second signal exits the
     /// process at once (code 128 + signal) after killing shell handlers' process groups.
+    /// Under systemd (`Type=notify`) it reports READY=1 once the handlers are installed and
+    /// STOPPING=1 at the first signal ([`crate::systemd`]).
     pub async fn run_until_signal(self) -> Exit {
         use tokio::signal::unix::{signal, SignalKind};
         let (mut term, mut int) = match (
@@ -365,7 +380,10 @@ impl RunningRuntime {
                 return self.wait().await;
             }
         };
+        // Only now: a SIGTERM that systemd sends after READY=1 must find the handlers.
+        crate::systemd::ready(self.roles, self.admin_addr);
         let supervisor = self.supervisor.clone();
+        let stop_budget = self.stop_budget;
         let wait = self.wait();
         tokio::pin!(wait);
         tokio::select! {
@@ -373,6 +391,7 @@ impl RunningRuntime {
             _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down gracefully; a second signal exits at once"),
             _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down gracefully; a second signal exits at once"),
         }
+        crate::systemd::stopping(stop_budget);
         let _ = supervisor.send_message(SupervisorMsg::Shutdown);
         let signo = tokio::select! {
             exit = &mut wait => return exit,
