@@ -51,7 +51,7 @@ say "built $(dpkg-deb -f "$deb" Package)_$(dpkg-deb -f "$deb" Version)_$(dpkg-de
 listing="$scratch/listing"
 dpkg-deb -c "$deb" | awk '{ sub(/^\./, "", $6); print $1, $6 }' >"$listing"
 expect=("-rwxr-xr-x /usr/bin/jobu" "-rw-r----- /etc/jobu/jobu.env"
-        "-rw-r--r-- /usr/share/doc/jobu/copyright")
+        "-rw-r--r-- /usr/share/doc/jobu/copyright" "-rw-r--r-- /usr/share/doc/jobu/PRODUCTION.md")
 for unit in "${UNITS[@]}"; do expect+=("-rw-r--r-- /usr/lib/systemd/system/$unit"); done
 for file in config/*.yaml; do expect+=("-rw-r--r-- /etc/jobu/${file#config/}"); done
 for line in "${expect[@]}"; do
