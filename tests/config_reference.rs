@@ -151,9 +151,8 @@ fn env_var(key: &str, value: &Value, db_name: &str) -> Option<(String, String)> 
 
 #[test]
 fn every_documented_key_is_accepted_through_its_variable() {
-    // Each documented key set to a value other than its default where one is obvious
-    // (so a key the binary ignored would read back wrong), on `default` and on a second
-    // named database.
+    // Each documented key set to a value other than its default (so a key the binary
+    // ignored would read back wrong), on `default` and on a second named database.
     let docs = documented();
     let mut env = Vec::new();
     let mut expected = BTreeMap::new();
@@ -168,7 +167,13 @@ fn every_documented_key_is_accepted_through_its_variable() {
             Value::Number(n) if key.ends_with("retry_jitter") => {
                 Value::from(n.as_f64().unwrap_or(0.2) / 2.0)
             }
-            // Numbers keep their default: most have ranges tied to others (heartbeat ≤ lease/2).
+            // Other numbers one above their default, so an ignored key reads back wrong; every
+            // coupled range (heartbeat ≤ lease / 2, min ≤ max connections) still holds.
+            Value::Number(n) => match (n.as_u64(), n.as_f64()) {
+                (Some(i), _) => Value::from(i + 1),
+                (None, Some(f)) => Value::from(f + 1.0),
+                _ => Value::Number(n),
+            },
             v => v,
         };
         // Insecure serving with the shell handler on is refused by design.
