@@ -1,6 +1,7 @@
-//! Maps wall-clock cron matches to real instants in a time zone, with
-//! jobu's own daylight-saving rules (croner's differ, so croner only ever
-//! sees naive local times here).
+//! Maps wall-clock cron matches (`pattern.rs`, naive local times) to real
+//! instants in a time zone, with jobu's daylight-saving rules. The day forms
+//! (`L`, `nW`, `D#n`, `LD`) only choose dates, so the rules apply to them
+//! unchanged.
 //!
 //! Rules (DESIGN.md "Cron semantics"):
 //!
@@ -21,13 +22,10 @@
 //! "local seconds" (the naive time read as if it were UTC), so that
 //! `local = instant + offset` while the offset is constant.
 
-use chrono::{DateTime, Datelike, LocalResult, NaiveDateTime, Offset, TimeZone};
+use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, TimeZone};
 use chrono_tz::Tz;
-use croner::Cron;
 
-/// Fire times are searched up to, not including, this year (croner's own
-/// search limit).
-const YEAR_LIMIT: i32 = 5000;
+use super::pattern::Pattern;
 
 /// Spacing of offset samples when looking for a change. No tzdb zone
 /// changes its offset twice within 7 days (checked for 1900 onwards), so
@@ -57,12 +55,10 @@ pub(super) struct Rules {
     pub fires_twice_in_fold: bool,
 }
 
-/// First wall-clock match at or after `local`; `None` when croner finds none
-/// before [`YEAR_LIMIT`].
-pub(super) fn next_local(cron: &Cron, local: i64, inclusive: bool) -> Option<i64> {
-    let start = naive(local)?;
-    let found = cron.find_next_occurrence(&start, inclusive).ok()?;
-    (found.year() < YEAR_LIMIT).then(|| found.and_utc().timestamp())
+/// First wall-clock match at (`inclusive`) or after `local`; `None` when
+/// there is none before the year 5000.
+pub(super) fn next_local(pattern: &Pattern, local: i64, inclusive: bool) -> Option<i64> {
+    pattern.next_local(local, inclusive)
 }
 
 /// First instant in `(from, to]` whose offset differs from `offset`, the
@@ -97,8 +93,8 @@ fn first_change(tz: Tz, from: i64, to: i64, offset: i64) -> Option<Option<i64>> 
 /// a span the local time is `instant + offset`, so the first wall-clock
 /// match in the span is the earliest fire in it; spans are visited in
 /// order, so the first fire found is the answer. Away from transitions that
-/// is one croner call and a few offset lookups.
-pub(super) fn next_after(cron: &Cron, tz: Tz, rules: Rules, after: i64) -> Option<i64> {
+/// is one pattern search and a few offset lookups.
+pub(super) fn next_after(pattern: &Pattern, tz: Tz, rules: Rules, after: i64) -> Option<i64> {
     // `start` begins a span with offset `offset`; every instant in it is a
     // candidate.
     let mut start = after.checked_add(1)?;
@@ -107,7 +103,7 @@ pub(super) fn next_after(cron: &Cron, tz: Tz, rules: Rules, after: i64) -> Optio
     // in the gap just before it belong to it: search from the gap's start.
     let mut from_local = start + offset.min(offset_at(tz, start - 1)?);
     loop {
-        let local = next_local(cron, from_local, true)?;
+        let local = next_local(pattern, from_local, true)?;
         if local < start + offset {
             // A match skipped by the gap that ends at `start`.
             if !rules.skips_gap {

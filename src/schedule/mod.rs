@@ -1,7 +1,7 @@
 //! Cron schedules: parsing and validating five-field Unix crontab
-//! expressions (as Python's croniter reads them, plus an optional leading
-//! seconds field), time zones, daylight-saving rules and fire-time
-//! computation on top of croner.
+//! expressions (as Python's croniter 6 reads them, plus an optional leading
+//! seconds field), lists of expressions, time zones, daylight-saving rules,
+//! fire-time computation, and a cron's timetable (excluded dates, jitter).
 //!
 //! # Expression language
 //!
@@ -14,17 +14,55 @@
 //! Sunday, also in ranges (`5-7`). Macros `@yearly @annually @monthly
 //! @weekly @daily @midnight @hourly`, case-insensitive.
 //!
+//! croniter's day forms, case-insensitive:
+//!
+//! - `L` in day-of-month: the month's last day, also in lists (`1,15,L`)
+//!   and as a range end (`10-L`, `10-L/5`: through the 31st, so through the
+//!   last day);
+//! - `nW` (or `Wn`) in day-of-month, as the whole field: the weekday
+//!   (Monday-Friday) nearest to day `n` within the month: a Saturday moves
+//!   to the Friday before unless that is in the previous month (`1W` on
+//!   Saturday the 1st is Monday the 3rd), a Sunday to the Monday after
+//!   unless that is in the next month (`31W` on Sunday the 31st is Friday
+//!   the 29th); a day the month lacks is read as its last day (`31W` in
+//!   April is about the 30th, `30W` in February about the 28th or 29th);
+//! - `D#n` in day-of-week: the `n`-th (1-5) weekday `D` (number 0-7 or
+//!   name) of the month (`5#3` the third Friday, `MON#2`); a fifth that a
+//!   month lacks does not fire that month. croniter also takes ranges of
+//!   day names (`MON-FRI#2`: the second Monday, ..., the second Friday);
+//! - `LD` in day-of-week: the last weekday `D` (a number 0-7) of the month
+//!   (`L5` the last Friday). Several `#`/`L` items may form a list
+//!   (`1#2,L5`), but not together with plain weekdays (croniter refuses the
+//!   mix).
+//!
 //! Day of month and day of week follow croniter, not Vixie cron: when both
 //! are restricted a day matches if *either* does. A day field is
 //! unrestricted when it is `*`, or when it covers every value and the other
-//! day field contains a `*`. So `0 0 */2 * MON-FRI` is odd days OR weekdays
-//! (Vixie would AND them because the field starts with `*`).
+//! day field contains a `*` (`L` counts as a value of its own). So
+//! `0 0 */2 * MON-FRI` is odd days OR weekdays (Vixie would AND them
+//! because the field starts with `*`), and `0 0 L * 5` the last day OR
+//! Fridays. croniter does *not* apply that OR to `nW` with a restricted day
+//! of week, or to `D#n`/`LD` with a restricted day of month: it silently
+//! ignores the other field, or fails to find any fire time (`0 0 L * 5#3`).
+//! jobu refuses those combinations; the other field must be `*` (or cover
+//! every day), and a list of expressions gives "either".
 //!
 //! Rejected, with a message naming the field and token: croner/Quartz
-//! extensions (`L W # ? +`, `H`), a year field, `@reboot`, values out of
-//! range, step 0, reversed ranges (`5-3`; croniter would wrap around),
-//! unknown names and garbage, and day-of-month values that no
-//! selected month has (`0 0 31 2 *` never fires).
+//! forms croniter does not take or jobu does not (`?`, `+`, `H`, `R`, `5L`
+//! in day-of-week, `LW`, `L-3`, `#` ranges of numbers or steps (`1-5#2`),
+//! `#` in day-of-month, `W` outside day-of-month or in a list or range), a
+//! year field, `@reboot`, values out of range, step 0, reversed ranges
+//! (`5-3`; croniter would wrap around), unknown names and garbage, and
+//! plain day-of-month values that no selected month has (`0 0 31 2 *` never
+//! fires).
+//!
+//! # Several expressions
+//!
+//! A schedule's text may be a JSON array of up to [`MAX_EXPRESSIONS`]
+//! expressions, `["30 14 * * MON", "30 8 * * TUE"]`. Its fire times are the
+//! union (a time two members match fires once), its minimum interval is the
+//! union's, and each member keeps its own daylight-saving rules (they follow
+//! its hour field). Five- and six-field members may be mixed.
 //!
 //! # Daylight saving
 //!
@@ -33,16 +71,24 @@
 //! (`15 * * * *` has one run fewer that day), and runs once at the first
 //! instant after the gap otherwise (`30 2 * * *` at 03:00). A time repeated
 //! by a fall-back runs in both passes when the hour field is `*` or a step,
-//! and only in the first otherwise. See `dst.rs`.
+//! and only in the first otherwise. The day forms only choose dates, so the
+//! same rules apply to them. See `dst.rs`.
 
 mod dst;
+mod pattern;
+mod timetable;
 mod validate;
 
 use chrono::{DateTime, Utc};
-use croner::parser::{CronParser, Seconds, Year};
-use croner::Cron;
 
 pub use chrono_tz::Tz;
+pub use timetable::{
+    check_jitter, parse_excluded_dates, PlannedFire, Timetable, TimetableError, MAX_EXCLUDED_DATES,
+    MAX_JITTER_SECONDS,
+};
+
+/// Most expressions one cron's JSON list may hold.
+pub const MAX_EXPRESSIONS: usize = 32;
 
 /// Why a schedule was refused. Display strings are single lines meant for
 /// operators.
@@ -74,78 +120,163 @@ pub fn parse_timezone(name: &str) -> Result<Tz, ScheduleError> {
         .map_err(|_| ScheduleError::UnknownTimeZone(name.to_string()))
 }
 
-/// A validated cron expression in a time zone.
+/// One expression of a schedule.
+#[derive(Debug, Clone)]
+struct Member {
+    /// Wall-clock fields, matched against naive local time only.
+    pattern: pattern::Pattern,
+    /// Daylight-saving rules, from this expression's hour field.
+    dst: dst::Rules,
+}
+
+/// A validated cron expression, or a list of them, in a time zone.
 #[derive(Debug, Clone)]
 pub struct Schedule {
-    expression: String,
+    text: String,
+    expressions: Vec<String>,
     tz: Tz,
     has_seconds: bool,
-    /// Daylight-saving rules, from the hour field.
-    dst: dst::Rules,
-    /// Canonical numeric pattern, matched against naive local time only.
-    cron: Cron,
+    members: Vec<Member>,
 }
 
 /// Sampling bounds for [`Schedule::min_interval_seconds`].
 const INTERVAL_WINDOW_SECONDS: i64 = 2 * 366 * 86_400;
 const INTERVAL_MAX_FIRES: usize = 10_000;
 
+/// The expressions of a schedule's text: the text itself, or the members of
+/// a JSON array when it starts with `[`. The error is the reason only.
+fn split_text(text: &str) -> Result<Vec<String>, String> {
+    let trimmed = text.trim();
+    if !trimmed.starts_with('[') {
+        return Ok(vec![text.to_string()]);
+    }
+    let items: Vec<serde_json::Value> = serde_json::from_str(trimmed).map_err(|e| {
+        format!("starts with \"[\" but is not a JSON array of expression strings ({e})")
+    })?;
+    if items.is_empty() {
+        return Err("the expression list is empty; give at least one expression".to_string());
+    }
+    if items.len() > MAX_EXPRESSIONS {
+        return Err(format!(
+            "the expression list has {} expressions; at most {MAX_EXPRESSIONS} are allowed",
+            items.len()
+        ));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            serde_json::Value::String(s) => Ok(s),
+            other => {
+                let kind = match other {
+                    serde_json::Value::Null => "null",
+                    serde_json::Value::Bool(_) => "a boolean",
+                    serde_json::Value::Number(_) => "a number",
+                    serde_json::Value::Array(_) => "an array",
+                    _ => "an object",
+                };
+                Err(format!(
+                    "item {} of the expression list is {kind}, not an expression string",
+                    i + 1
+                ))
+            }
+        })
+        .collect()
+}
+
 impl Schedule {
-    /// Parses `expression` in the IANA zone `timezone` (empty means UTC).
-    pub fn parse(expression: &str, timezone: &str) -> Result<Schedule, ScheduleError> {
-        Schedule::with_tz(expression, parse_timezone(timezone)?)
+    /// Parses `text` in the IANA zone `timezone` (empty means UTC). `text`
+    /// is one expression, or a JSON array of up to [`MAX_EXPRESSIONS`]
+    /// expressions (`["30 14 * * MON", "30 8 * * TUE"]`) whose fire times
+    /// are united.
+    pub fn parse(text: &str, timezone: &str) -> Result<Schedule, ScheduleError> {
+        Schedule::with_tz(text, parse_timezone(timezone)?)
     }
 
-    pub fn with_tz(expression: &str, tz: Tz) -> Result<Schedule, ScheduleError> {
+    pub fn with_tz(text: &str, tz: Tz) -> Result<Schedule, ScheduleError> {
         let invalid = |reason: String| ScheduleError::InvalidExpression {
-            expression: expression.to_string(),
+            expression: text.to_string(),
             reason,
         };
-        let validated = validate::validate(expression).map_err(invalid)?;
-        // Croner only sees our canonical numeric form, so its parser's
-        // extensions and quirks cannot change the meaning.
-        let cron = CronParser::builder()
-            .seconds(Seconds::Required)
-            .year(Year::Disallowed)
-            .build()
-            .parse(&validated.canonical)
-            .map_err(|e| {
-                invalid(format!(
-                    "internal error: croner rejected canonical pattern {:?}: {e}",
-                    validated.canonical
-                ))
+        let sources = split_text(text).map_err(invalid)?;
+        let listed = sources.len() > 1 || text.trim().starts_with('[');
+        let mut members = Vec::with_capacity(sources.len());
+        let mut expressions = Vec::with_capacity(sources.len());
+        let mut has_seconds = false;
+        for (i, source) in sources.iter().enumerate() {
+            let validated = validate::validate(source).map_err(|reason| {
+                invalid(if listed {
+                    format!("expression {} ({:?}): {reason}", i + 1, source.trim())
+                } else {
+                    reason
+                })
             })?;
+            has_seconds |= validated.has_seconds;
+            members.push(Member {
+                pattern: validated.pattern,
+                dst: dst::Rules {
+                    skips_gap: validated.skips_gap,
+                    fires_twice_in_fold: validated.fires_twice_in_fold,
+                },
+            });
+            expressions.push(source.trim().to_string());
+        }
         Ok(Schedule {
-            expression: expression.trim().to_string(),
+            text: text.trim().to_string(),
+            expressions,
             tz,
-            has_seconds: validated.has_seconds,
-            dst: dst::Rules {
-                skips_gap: validated.skips_gap,
-                fires_twice_in_fold: validated.fires_twice_in_fold,
-            },
-            cron,
+            has_seconds,
+            members,
         })
     }
 
-    /// The expression as given (surrounding whitespace trimmed).
+    /// The text as given (surrounding whitespace trimmed): one expression,
+    /// or the JSON array.
     pub fn expression(&self) -> &str {
-        &self.expression
+        &self.text
+    }
+
+    /// The expressions, trimmed: the one expression, or the members of the
+    /// JSON array in their order.
+    pub fn expressions(&self) -> &[String] {
+        &self.expressions
+    }
+
+    /// The text to store for `exprs`: a single expression as itself, several
+    /// as a compact JSON array (`["0 9 * * MON","0 8 * * TUE"]`). Members are
+    /// trimmed; [`Schedule::parse`] reads the result back to the same
+    /// expressions.
+    pub fn canonical_text(exprs: &[String]) -> String {
+        match exprs {
+            [one] => one.trim().to_string(),
+            many => {
+                let trimmed: Vec<&str> = many.iter().map(|e| e.trim()).collect();
+                serde_json::to_string(&trimmed).unwrap_or_default()
+            }
+        }
     }
 
     pub fn timezone(&self) -> Tz {
         self.tz
     }
 
-    /// Whether the expression has a leading seconds field.
+    /// Whether any expression has a leading seconds field.
     pub fn has_seconds(&self) -> bool {
         self.has_seconds
     }
 
     /// Smallest fire instant strictly after `after`, in whole seconds; `None`
-    /// if there is none before the year 5000.
+    /// if there is none before the year 5000. With several expressions, the
+    /// earliest of theirs: each follows its own daylight-saving rules, and a
+    /// time two of them match is one fire time.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         // Fire times are whole seconds, so "after 10:00:00.5" is "after 10:00:00".
-        let instant = dst::next_after(&self.cron, self.tz, self.dst, after.timestamp())?;
+        let after = after.timestamp();
+        let instant = self
+            .members
+            .iter()
+            .filter_map(|m| dst::next_after(&m.pattern, self.tz, m.dst, after))
+            .min()?;
         DateTime::from_timestamp(instant, 0)
     }
 
@@ -154,9 +285,18 @@ impl Schedule {
         std::iter::successors(self.next_after(after), move |prev| self.next_after(*prev))
     }
 
-    /// Shortest gap in seconds between consecutive fire times, sampled from
-    /// `from` over two years or 10,000 fires, whichever ends first (and at
-    /// least two fires). `None` if the schedule fires fewer than twice.
+    /// First wall-clock match of any expression strictly after `local`.
+    fn next_local(&self, local: i64) -> Option<i64> {
+        self.members
+            .iter()
+            .filter_map(|m| dst::next_local(&m.pattern, local, false))
+            .min()
+    }
+
+    /// Shortest gap in seconds between consecutive fire times (of all the
+    /// expressions together), sampled from `from` over two years or 10,000
+    /// fires, whichever ends first (and at least two fires). `None` if the
+    /// schedule fires fewer than twice.
     ///
     /// Measured on the wall clock of the schedule's zone: daylight saving
     /// neither shortens a daily job to 23 hours nor squeezes `30 1,2 * * *`
@@ -171,10 +311,10 @@ impl Schedule {
             .timestamp();
         let floor = if self.has_seconds { 1 } else { 60 };
         let end = start.saturating_add(INTERVAL_WINDOW_SECONDS);
-        let mut prev = dst::next_local(&self.cron, start, false)?;
+        let mut prev = self.next_local(start)?;
         let mut best: Option<i64> = None;
         for _ in 1..INTERVAL_MAX_FIRES {
-            let Some(next) = dst::next_local(&self.cron, prev, false) else {
+            let Some(next) = self.next_local(prev) else {
                 break;
             };
             let gap = next - prev;
@@ -199,7 +339,7 @@ impl Schedule {
         }
         match self.min_interval_seconds(from) {
             Some(interval) if interval < min_seconds => Err(ScheduleError::TooFrequent {
-                expression: self.expression.clone(),
+                expression: self.text.clone(),
                 interval_seconds: interval,
                 min_seconds,
             }),
