@@ -75,6 +75,8 @@
 //! same rules apply to them. See `dst.rs`.
 
 mod dst;
+#[cfg(test)]
+mod known_answers;
 mod pattern;
 mod timetable;
 mod validate;
@@ -374,6 +376,109 @@ mod tests {
             "cron expression \"* * * * *\" fires as often as every 60s, below the minimum \
              interval of 3600s (min_cron_interval_seconds)"
         );
+    }
+
+    #[test]
+    fn expression_lists() {
+        let s = Schedule::parse(r#" [ "30 14 * * MON", " 30 8 * * TUE " ] "#, "UTC").unwrap();
+        assert_eq!(s.expressions(), ["30 14 * * MON", "30 8 * * TUE"]);
+        assert_eq!(s.expression(), r#"[ "30 14 * * MON", " 30 8 * * TUE " ]"#);
+        assert_eq!(
+            Schedule::canonical_text(s.expressions()),
+            r#"["30 14 * * MON","30 8 * * TUE"]"#
+        );
+        assert!(!s.has_seconds());
+        let fires: Vec<_> = s.iter_after(utc("2026-01-04T00:00:00Z")).take(3).collect();
+        assert_eq!(
+            fires,
+            [
+                utc("2026-01-05T14:30:00Z"),
+                utc("2026-01-06T08:30:00Z"),
+                utc("2026-01-12T14:30:00Z")
+            ]
+        );
+
+        let single = Schedule::parse(" 0 9 * * * ", "UTC").unwrap();
+        assert_eq!(single.expressions(), ["0 9 * * *"]);
+        assert_eq!(Schedule::canonical_text(single.expressions()), "0 9 * * *");
+        let one = Schedule::parse(r#"["0 9 * * *"]"#, "UTC").unwrap();
+        assert_eq!(Schedule::canonical_text(one.expressions()), "0 9 * * *");
+
+        // Mixed five and six fields; seconds anywhere make has_seconds.
+        let mixed = Schedule::parse(r#"["0 9 * * *", "15 0 9 * * *"]"#, "UTC").unwrap();
+        assert!(mixed.has_seconds());
+        let fires: Vec<_> = mixed
+            .iter_after(utc("2026-01-01T00:00:00Z"))
+            .take(3)
+            .collect();
+        assert_eq!(
+            fires,
+            [
+                utc("2026-01-01T09:00:00Z"),
+                utc("2026-01-01T09:00:15Z"),
+                utc("2026-01-02T09:00:00Z")
+            ]
+        );
+        let round_trip = Schedule::canonical_text(mixed.expressions());
+        assert_eq!(
+            Schedule::parse(&round_trip, "UTC").unwrap().expressions(),
+            mixed.expressions()
+        );
+    }
+
+    #[test]
+    fn list_min_interval_is_the_union_s() {
+        let from = utc("2026-01-01T00:00:00Z");
+        let interval = |text: &str| {
+            Schedule::parse(text, "Europe/Berlin")
+                .unwrap()
+                .min_interval_seconds(from)
+        };
+        assert_eq!(interval(r#"["0 * * * *", "30 * * * *"]"#), Some(1800));
+        assert_eq!(interval(r#"["0 0 * * *", "0 0 * * *"]"#), Some(86_400));
+        assert_eq!(interval(r#"["0 0 * * *", "59 23 * * *"]"#), Some(60));
+        assert_eq!(interval(r#"["0 0 * * *", "30 0 0 * * *"]"#), Some(30));
+        assert_eq!(interval(r#"["0 0 L * *", "0 0 1 * *"]"#), Some(86_400));
+        let err = Schedule::parse(r#"["0 * * * *", "30 * * * *"]"#, "UTC")
+            .unwrap()
+            .check_min_interval(3600, from)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cron expression \"[\\\"0 * * * *\\\", \\\"30 * * * *\\\"]\" fires as often as every \
+             1800s, below the minimum interval of 3600s (min_cron_interval_seconds)"
+        );
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn list_refusals() {
+        let many = format!("[{}]", vec!["\"0 0 * * *\""; MAX_EXPRESSIONS + 1].join(","));
+        let cases: Vec<(&str, &str)> = vec![
+            ("[]", "the expression list is empty; give at least one expression"),
+            (" [ ] ", "the expression list is empty; give at least one expression"),
+            (&many, "the expression list has 33 expressions; at most 32 are allowed"),
+            (r#"["0 0 * * *", 5]"#, "item 2 of the expression list is a number, not an expression string"),
+            (r#"[null]"#, "item 1 of the expression list is null, not an expression string"),
+            (r#"[["0 0 * * *"]]"#, "item 1 of the expression list is an array, not an expression string"),
+            (r#"["0 0 * * *", "61 * * * *"]"#, "expression 2 (\"61 * * * *\"): minute field: value 61 is out of range 0-59"),
+            (r#"["0 0 L * 5#3"]"#, "expression 1 (\"0 0 L * 5#3\"): day-of-week field: \"5#3\" needs \"*\" as the day of month, not \"L\": croniter ignores the day of month then, or finds no fire time; for either of them give a list of expressions"),
+            (r#"["0 0 * * *", " "]"#, "expression 2 (\"\"): expression is empty"),
+            (r#"["0 0 * * *""#, "starts with \"[\" but is not a JSON array of expression strings (EOF while parsing a list at line 1 column 12)"),
+            (r#"["0 0 * * *"] x"#, "starts with \"[\" but is not a JSON array of expression strings (trailing characters at line 1 column 15)"),
+            (r#"[0 0 * * *]"#, "starts with \"[\" but is not a JSON array of expression strings (expected `,` or `]` at line 1 column 4)"),
+        ];
+        for (text, reason) in cases {
+            let err = Schedule::parse(text, "UTC").expect_err(text);
+            assert_eq!(
+                err,
+                ScheduleError::InvalidExpression { expression: text.to_string(), reason: reason.to_string() },
+                "{text}"
+            );
+            assert!(!err.to_string().contains('\n'));
+        }
+        let at_most = format!("[{}]", vec!["\"0 0 * * *\""; MAX_EXPRESSIONS].join(","));
+        assert!(Schedule::parse(&at_most, "UTC").is_ok());
     }
 
     #[test]
