@@ -157,10 +157,16 @@ enum ConfigCommand {
 
 #[derive(Subcommand)]
 enum CronCommand {
-    /// Print the next fire times of an expression, one RFC 3339 UTC instant per line
+    /// Print the next times a cron runs, one RFC 3339 UTC instant per line
+    ///
+    /// Each line is a fire time strictly after --from that runs: fire times whose date (in --tz)
+    /// is an --exclude date are left out, and with --jitter each line is the start time instead
+    /// (the fire time plus its jitter delay, with milliseconds). --count counts printed lines.
+    /// With --json the output is one JSON array of the next --count fire times, excluded ones
+    /// included: [{"fire_time": ..., "run_at": ..., "excluded": true|false}, ...].
     Next {
-        /// Five-field Unix cron expression, six fields with seconds first, or a macro such
-        /// as @daily
+        /// Five-field Unix cron expression, six fields with seconds first, a macro such as
+        /// @daily, or a JSON array of expressions such as '["30 14 * * MON", "30 8 * * TUE"]'
         expression: String,
         /// IANA time zone the expression is read in
         #[arg(long, default_value = "UTC", value_name = "ZONE")]
@@ -171,6 +177,19 @@ enum CronCommand {
         /// How many instants to print
         #[arg(long, default_value_t = 1, value_name = "N")]
         count: usize,
+        /// A date (YYYY-MM-DD, in --tz) on which the cron does not run; repeatable
+        #[arg(long, value_name = "DATE")]
+        exclude: Vec<String>,
+        /// Delay each start by up to SECONDS (0-86400), a stable function of --job-id and the
+        /// fire time, and always before the next fire time
+        #[arg(long, value_name = "SECONDS")]
+        jitter: Option<u32>,
+        /// Cron id the jitter delay is derived from
+        #[arg(long, default_value_t = 0, value_name = "ID")]
+        job_id: i64,
+        /// Print a JSON array of {"fire_time", "run_at", "excluded"} instead
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -185,15 +204,7 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Show,
         } => config_show(cli.config),
-        Command::Cron {
-            command:
-                CronCommand::Next {
-                    expression,
-                    tz,
-                    from,
-                    count,
-                },
-        } => cron_next(&expression, &tz, from.as_deref(), count),
+        Command::Cron { command } => cron_next(command),
         Command::Bench {
             scenario,
             database_url,
@@ -433,7 +444,20 @@ async fn migrate(settings: &Settings, wait: std::time::Duration) -> ExitCode {
     }
 }
 
-fn cron_next(expression: &str, tz: &str, from: Option<&str>, count: usize) -> ExitCode {
+fn cron_next(command: CronCommand) -> ExitCode {
+    use jobu::schedule::{check_jitter, parse_excluded_dates, Timetable};
+    use std::sync::Arc;
+
+    let CronCommand::Next {
+        expression,
+        tz,
+        from,
+        count,
+        exclude,
+        jitter,
+        job_id,
+        json,
+    } = command;
     let usage = |msg: String| {
         eprintln!("jobu: {msg}");
         ExitCode::from(EXIT_USAGE)
@@ -441,13 +465,20 @@ fn cron_next(expression: &str, tz: &str, from: Option<&str>, count: usize) -> Ex
     if count == 0 || count > MAX_NEXT_COUNT {
         return usage(format!("--count must be between 1 and {MAX_NEXT_COUNT}"));
     }
-    let schedule = match Schedule::parse(expression, tz) {
+    let schedule = match Schedule::parse(&expression, &tz) {
         Ok(s) => s,
         Err(e) => return usage(e.to_string()),
     };
+    let excluded = match parse_excluded_dates(&exclude) {
+        Ok(dates) => dates,
+        Err(e) => return usage(format!("--exclude: {e}")),
+    };
+    if let Err(e) = check_jitter(jitter.unwrap_or(0)) {
+        return usage(format!("--jitter: {e}"));
+    }
     let start = match from {
         None => Utc::now(),
-        Some(text) => match DateTime::parse_from_rfc3339(text) {
+        Some(text) => match DateTime::parse_from_rfc3339(&text) {
             Ok(t) => t.with_timezone(&Utc),
             Err(e) => {
                 return usage(format!(
@@ -456,9 +487,32 @@ fn cron_next(expression: &str, tz: &str, from: Option<&str>, count: usize) -> Ex
             }
         },
     };
+    let timetable = Timetable::new(Arc::new(schedule), &excluded, jitter.unwrap_or(0));
+    if json {
+        let planned = timetable.preview(job_id, start, count);
+        match serde_json::to_string(&planned) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("jobu: cannot encode the fire times: {e}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
     let mut out = String::new();
-    for instant in schedule.iter_after(start).take(count) {
-        out.push_str(&instant.to_rfc3339_opts(SecondsFormat::Secs, true));
+    let runs = timetable
+        .schedule()
+        .iter_after(start)
+        .filter(|fire| !timetable.is_excluded(*fire))
+        .take(count);
+    for fire in runs {
+        let line = match jitter {
+            None => fire.to_rfc3339_opts(SecondsFormat::Secs, true),
+            Some(_) => timetable
+                .run_at(job_id, fire)
+                .to_rfc3339_opts(SecondsFormat::Millis, true),
+        };
+        out.push_str(&line);
         out.push('\n');
     }
     print!("{out}");
