@@ -121,17 +121,17 @@ impl Days {
                     if wanted == 0 {
                         continue;
                     }
+                    // The weekday falls on first_day, first_day + 7, ...: four
+                    // or five times.
                     let first_day = 1 + (weekday + 7 - weekday_of_first) % 7;
-                    let occurrences: Vec<u32> = (first_day..=len).step_by(7).collect();
-                    for (n, day) in (1u32..).zip(&occurrences) {
+                    let occurrences = (len - first_day) / 7 + 1;
+                    for n in 1..=occurrences {
                         if wanted & (1 << n) != 0 {
-                            mask |= 1 << day;
+                            mask |= 1 << (first_day + 7 * (n - 1));
                         }
                     }
                     if wanted & NTH_LAST != 0 {
-                        if let Some(day) = occurrences.last() {
-                            mask |= 1 << day;
-                        }
+                        mask |= 1 << (first_day + 7 * (occurrences - 1));
                     }
                 }
                 mask
