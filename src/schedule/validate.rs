@@ -751,7 +751,7 @@ mod tests {
 
     #[test]
     fn day_fields_follow_croniter() {
-        // Both restricted: OR, kept as two lists for croner.
+        // Both restricted: OR, the two lists kept side by side.
         assert_eq!(
             canon("0 0 */2 * 1-5"),
             "0 0 0 1,3,5,7,9,11,13,15,17,19,21,23,25,27,29,31 * 1,2,3,4,5"
