@@ -91,6 +91,10 @@ fn describe() {
     );
     describe_counter!("jobu_actor_messages_total", "Messages handled, by actor");
     describe_counter!(
+        "jobu_fire_times_total",
+        "Fire times of crons decided by this process's dispatcher, by decision (run, skipped, missed, excluded)"
+    );
+    describe_counter!(
         "jobu_supervisor_escalations_total",
         "Times the supervisor gave up on a child that crashed too often"
     );
@@ -154,6 +158,14 @@ pub fn message_handled(actor: &'static str) {
 
 pub fn supervisor_escalated(child: &'static str) {
     counter!("jobu_supervisor_escalations_total", "child" => child).increment(1);
+}
+
+/// Fire times decided by this process's dispatcher: `run`, `skipped`, `missed`, `excluded`
+/// (a MISSED row counts every fire time it stands for).
+pub fn fire_times_decided(decision: &'static str, n: u64) {
+    if n > 0 {
+        counter!("jobu_fire_times_total", "decision" => decision).increment(n);
+    }
 }
 
 pub fn retention_deleted(status: Status, n: u64) {

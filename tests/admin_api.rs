@@ -22,13 +22,17 @@ use serde_json::{json, Value};
 
 /// Upper bound of every wait on the daemon (polls are 100 ms apart).
 const WAIT: Duration = Duration::from_secs(20);
-const STATUSES: [&str; 6] = [
+const STATUSES: [&str; 10] = [
     "PENDING",
     "RUNNING",
     "SUCCESS",
     "FAILED",
     "TIMEOUT",
     "CANCELLED",
+    "WAITING",
+    "SKIPPED",
+    "MISSED",
+    "EXCLUDED",
 ];
 /// An expression that fires once a year, so nothing is dispatched while a test runs.
 const YEARLY: &str = "0 0 1 1 *";
@@ -720,10 +724,10 @@ backend_test!(
                 Expect::Field(422, "cron_expression"),
             ),
             (
-                "L token".into(),
+                "5L token (croniter refuses it too)".into(),
                 Method::POST,
                 crons.clone(),
-                json_of(with(json!({"cron_expression": "0 0 L * *"}))),
+                json_of(with(json!({"cron_expression": "0 0 * * 5L"}))),
                 Expect::Field(422, "cron_expression"),
             ),
             (
@@ -2016,7 +2020,7 @@ fn external_assets(html: &str) -> Vec<String> {
 // response shapes as documented: every key present (null when empty), instants with `Z`,
 // next_fire_time kept by the API, the stats object
 
-const CRON_KEYS: [&str; 16] = [
+const CRON_KEYS: [&str; 19] = [
     "id",
     "name",
     "description",
@@ -2025,7 +2029,10 @@ const CRON_KEYS: [&str; 16] = [
     "handler_name",
     "handler_params",
     "is_enabled",
+    "overlap_policy",
     "allow_overlap",
+    "excluded_dates",
+    "jitter_seconds",
     "max_retry",
     "timeout_seconds",
     "misfire_policy",
@@ -2034,7 +2041,7 @@ const CRON_KEYS: [&str; 16] = [
     "created_at",
     "updated_at",
 ];
-const EXECUTION_KEYS: [&str; 22] = [
+const EXECUTION_KEYS: [&str; 24] = [
     "id",
     "job_id",
     "cron_name",
@@ -2057,6 +2064,8 @@ const EXECUTION_KEYS: [&str; 22] = [
     "result",
     "created_at",
     "updated_at",
+    "fire_time_until",
+    "fire_count",
 ];
 
 /// Missing and undocumented keys of a JSON object, as messages.

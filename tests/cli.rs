@@ -203,7 +203,7 @@ fn cron_next_rejects_bad_input_with_exit_2() {
     for args in [
         vec!["cron", "next", "61 * * * *"],
         vec!["cron", "next", "* * * *"],
-        vec!["cron", "next", "0 0 L * *"],
+        vec!["cron", "next", "0 0 * * 5L"],
         vec!["cron", "next", "* * * * *", "--tz", "Mars/Olympus"],
         vec!["cron", "next", "* * * * *", "--from", "yesterday"],
         vec!["cron", "next", "* * * * *", "--count", "0"],

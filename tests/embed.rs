@@ -45,12 +45,30 @@ fn fast_settings() -> Settings {
     s
 }
 
+/// The cron's executions that run: not its ledger's MISSED rows.
 async fn rows(store: &Store, job_id: i64) -> Vec<job_execution::Model> {
     JobExecutions::find()
         .filter(job_execution::Column::JobId.eq(job_id))
+        .filter(job_execution::Column::Status.ne("MISSED"))
         .all(store.connection())
         .await
         .expect("rows")
+}
+
+/// The cron's MISSED rows: (first, last, count) of the fire times each stands for.
+async fn missed_rows(
+    store: &Store,
+    job_id: i64,
+) -> Vec<(DateTime<Utc>, Option<DateTime<Utc>>, i32)> {
+    JobExecutions::find()
+        .filter(job_execution::Column::JobId.eq(job_id))
+        .filter(job_execution::Column::Status.eq("MISSED"))
+        .all(store.connection())
+        .await
+        .expect("rows")
+        .into_iter()
+        .map(|r| (r.scheduled_time, r.fire_time_until, r.fire_count))
+        .collect()
 }
 
 backend_test!(
@@ -164,11 +182,19 @@ backend_test!(misfire_policies_after_downtime, |db: TestDb| async move {
 
     let skip = rows(&db.store, ids[0]).await;
     assert!(skip.is_empty(), "skip created {skip:?}");
+    // The ledger: one MISSED row for all of them, or all but the one `latest` ran.
+    let ledger = missed_rows(&db.store, ids[0]).await;
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    assert_eq!(ledger[0].2 as usize, missed, "{ledger:?}");
     let latest = rows(&db.store, ids[1]).await;
     assert_eq!(latest.len(), 1);
     assert_eq!(latest[0].scheduled_time, new_year(now.year()));
+    let ledger = missed_rows(&db.store, ids[1]).await;
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    assert_eq!(ledger[0].2 as usize, missed - 1, "{ledger:?}");
     let all = rows(&db.store, ids[2]).await;
     assert_eq!(all.len(), missed);
+    assert!(missed_rows(&db.store, ids[2]).await.is_empty());
     let cron = db.store.cron(ids[1]).await.unwrap().unwrap();
     assert_eq!(cron.last_fire_time, Some(latest[0].scheduled_time));
 });

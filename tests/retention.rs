@@ -111,7 +111,15 @@ async fn seed(store: &Store, extra_old_success: usize) -> Seeded {
     use Status::*;
     let now = store.now().await.expect("clock");
     let mut kept = BTreeSet::new();
-    let mut deleted = BTreeMap::from([(Success, 0), (Cancelled, 0), (Failed, 0), (Timeout, 0)]);
+    let mut deleted = BTreeMap::from([
+        (Success, 0),
+        (Cancelled, 0),
+        (Failed, 0),
+        (Timeout, 0),
+        (Skipped, 0),
+        (Missed, 0),
+        (Excluded, 0),
+    ]);
     let mut gone = |s: Status| *deleted.entry(s).or_default() += 1;
 
     // A cron whose executions are all old: every one goes but the newest.
@@ -134,6 +142,20 @@ async fn seed(store: &Store, extra_old_success: usize) -> Seeded {
     kept.insert(execution(store, now, Some(b), 50.0, Success, 50.0).await);
     execution(store, now, Some(b), 60.0, Success, 60.0).await;
     gone(Success);
+
+    // Fire times that did not run are no newer result: a cron whose last run is followed by
+    // skipped fire times keeps that run, and those rows until a newer run has finished.
+    let d = cron(store, "ledger-kept").await;
+    kept.insert(execution(store, now, Some(d), 12.0, Success, 12.0).await);
+    kept.insert(execution(store, now, Some(d), 11.0, Skipped, 11.0).await);
+    let e = cron(store, "ledger-gone").await;
+    execution(store, now, Some(e), 12.0, Skipped, 12.0).await;
+    gone(Skipped);
+    execution(store, now, Some(e), 11.0, Missed, 11.0).await;
+    gone(Missed);
+    execution(store, now, Some(e), 10.5, Excluded, 10.5).await;
+    gone(Excluded);
+    kept.insert(execution(store, now, Some(e), 1.0, Success, 1.0).await);
 
     // The only execution of a cron stays, however old.
     let c = cron(store, "single").await;
@@ -439,7 +461,7 @@ backend_test!(
         }
         assert_eq!(sum, seeded.deleted, "{a:?} + {b:?}");
         assert_eq!(remaining(&db.store).await, seeded.kept);
-        assert_eq!(seeded.total_deleted(), 307);
+        assert_eq!(seeded.total_deleted(), 310);
     }
 );
 

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use common::process::{enqueue, eventually, on_backends, Daemon, Scratch};
-use common::{Backend, TestDb};
+use common::{executions_of, Backend, TestDb};
 use jobu::entities::job_execution::{self, Status};
 use jobu::store::crons::NewCron;
 use jobu::store::Store;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::json;
 
 /// Runs `body` on every backend concurrently; prints the process logs of a failing backend.
@@ -25,15 +25,6 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     on_backends(label, &Backend::ALL, body).await
-}
-
-async fn executions_of(store: &Store, job_id: i64) -> Vec<job_execution::Model> {
-    job_execution::Entity::find()
-        .filter(job_execution::Column::JobId.eq(job_id))
-        .order_by_asc(job_execution::Column::ScheduledTime)
-        .all(store.connection())
-        .await
-        .expect("read executions")
 }
 
 async fn execution(store: &Store, id: i64) -> job_execution::Model {
@@ -352,13 +343,13 @@ async fn retries_timeouts_and_panics() {
     .await;
 }
 
-/// allow_overlap = false under 3 dispatchers and 2 workers: never two unfinished executions
+/// Overlap policy `skip` (the old allow_overlap = false) under 3 dispatchers and 2 workers: never two unfinished executions
 /// of the cron, sampled all along, and the attempts' run windows never overlap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_overlap_under_three_dispatchers() {
     on_all_backends("overlap", |db, scratch| async move {
         let mut cron = NewCron::new("exclusive", "* * * * * *", "sleep");
-        cron.allow_overlap = false;
+        cron.overlap_policy = jobu::entities::cron_job::OverlapPolicy::Skip;
         cron.max_retry = 0;
         cron.handler_params = Some(json!({"seconds": 2.5}));
         let cron = db.store.insert_cron(&cron).await.expect("cron");
@@ -403,7 +394,11 @@ async fn no_overlap_under_three_dispatchers() {
             .await
         );
         assert!(max <= 1, "{max} unfinished executions of one cron at once");
+        // The fire times skipped while one ran are in the ledger (SKIPPED); the others ran.
         let mut rows = executions_of(&db.store, cron.id).await;
+        let skipped = rows.iter().filter(|r| r.status == "SKIPPED").count();
+        assert!(skipped >= 2, "{skipped} skipped fire times recorded");
+        rows.retain(|r| r.status != "SKIPPED");
         assert!(rows.len() >= 3, "only {} executions", rows.len());
         rows.sort_by_key(|r| r.started_at);
         for pair in rows.windows(2) {

@@ -729,7 +729,7 @@ backend_test!(
         const CREATORS: usize = 6;
         const ROUNDS: i64 = 30;
         let mut cron = NewCron::new("exclusive", "* * * * * *", HANDLER);
-        cron.allow_overlap = false;
+        cron.overlap_policy = jobu::entities::cron_job::OverlapPolicy::Skip;
         let cron = db.store.insert_cron(&cron).await.expect("cron");
         let base = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
         let due = db.store.now().await.unwrap() - Duration::seconds(1);
@@ -763,6 +763,7 @@ backend_test!(
                 match task.await.expect("creator") {
                     Created::New(_) => created += 1,
                     Created::Overlap => {}
+                    Created::Waiting(_) => panic!("an operator's run never waits"),
                     Created::Exists => panic!("distinct fire times cannot exist"),
                 }
             }
@@ -1069,7 +1070,7 @@ backend_test!(
     trigger_respects_no_overlap_and_lists_filter,
     |db: TestDb| async move {
         let mut new = NewCron::new("solo", "0 0 1 1 *", HANDLER);
-        new.allow_overlap = false;
+        new.overlap_policy = jobu::entities::cron_job::OverlapPolicy::Skip;
         let cron = db.store.insert_cron(&new).await.unwrap();
         let first = db.store.trigger_cron(&cron).await.unwrap();
         assert_eq!(first.param_source, ParamSource::Manual.as_str());
@@ -1726,7 +1727,7 @@ backend_test!(
     exclusive_crons_rearm_only_without_an_unfinished_execution,
     |db: TestDb| async move {
         let mut new = NewCron::new("exclusive", "* * * * * *", HANDLER);
-        new.allow_overlap = false;
+        new.overlap_policy = jobu::entities::cron_job::OverlapPolicy::Skip;
         let cron = db.store.insert_cron(&new).await.unwrap();
         let now = db.store.now().await.unwrap();
         let at = |s: i64| {
@@ -1803,7 +1804,7 @@ backend_test!(
     an_operator_retry_obeys_no_overlap,
     |db: TestDb| async move {
         let mut new = NewCron::new("single", "0 * * * *", HANDLER);
-        new.allow_overlap = false;
+        new.overlap_policy = jobu::entities::cron_job::OverlapPolicy::Skip;
         let cron = db.store.insert_cron(&new).await.unwrap();
         let past = db.store.now().await.unwrap() - Duration::seconds(30);
         // Two earlier executions failed; a third is PENDING.
@@ -1897,7 +1898,7 @@ backend_test!(
         // for every disabled cron. At REPEATABLE READ on InnoDB these take next-key and gap
         // locks in opposite orders and deadlock; nothing here may surface an error.
         let mut exclusive = NewCron::new("exclusive", "* * * * * *", HANDLER);
-        exclusive.allow_overlap = false;
+        exclusive.overlap_policy = jobu::entities::cron_job::OverlapPolicy::Skip;
         let exclusive = db.store.insert_cron(&exclusive).await.unwrap();
         let flapping = db
             .store
@@ -2452,7 +2453,7 @@ backend_test!(
         );
         let crons = insert_crons(&db.store, "summary", 4).await;
         let mut exclusive = NewCron::new("summary-exclusive", "* * * * *", HANDLER);
-        exclusive.allow_overlap = false;
+        exclusive.overlap_policy = jobu::entities::cron_job::OverlapPolicy::Skip;
         let exclusive = db.store.insert_cron(&exclusive).await.unwrap();
         let now = db.store.now().await.unwrap();
         let soon = DateTime::from_timestamp(now.timestamp() + 30, 0).unwrap();
@@ -2511,7 +2512,8 @@ fn two_minutes_from(base: DateTime<Utc>) -> impl FnMut(&[DueCron]) -> Vec<(CronS
                     CronStep {
                         cron_id: c.id,
                         create: vec![new(first), new(first + Duration::minutes(1))],
-                        exclusive: !c.allow_overlap,
+                        policy: c.overlap_policy.parse().expect("policy"),
+                        ledger: Vec::new(),
                         marker: MarkerMove::To(first + Duration::minutes(2)),
                     },
                     (),
@@ -2535,7 +2537,7 @@ backend_test!(
     |db: TestDb| async move {
         let crons = insert_crons(&db.store, "page", 3).await;
         let mut exclusive = NewCron::new("page-exclusive", "* * * * *", HANDLER);
-        exclusive.allow_overlap = false;
+        exclusive.overlap_policy = jobu::entities::cron_job::OverlapPolicy::Skip;
         let exclusive = db.store.insert_cron(&exclusive).await.unwrap();
         let mut off = NewCron::new("page-off", "* * * * *", HANDLER);
         off.is_enabled = false;
@@ -2632,7 +2634,17 @@ backend_test!(
         let ex = marker_of(&db.store, exclusive.id).await;
         assert_eq!(ex.next_fire_time, Some(t0 + Duration::minutes(2)));
         assert_eq!(ex.last_fire_time, None, "nothing created");
-        assert_eq!(executions_of_cron(&db.store, exclusive.id).await.len(), 1);
+        // The ledger: both fire times recorded SKIPPED, behind the unfinished one.
+        let ex_rows = executions_of_cron(&db.store, exclusive.id).await;
+        let statuses: Vec<&str> = ex_rows.iter().map(|r| r.status.as_str()).collect();
+        assert_eq!(statuses, ["PENDING", "SKIPPED", "SKIPPED"]);
+        assert_eq!(
+            ex_rows[1..]
+                .iter()
+                .map(|r| r.scheduled_time)
+                .collect::<Vec<_>>(),
+            [t0, t0 + Duration::minutes(1)]
+        );
         assert!(executions_of_cron(&db.store, off.id).await.is_empty());
         assert!(executions_of_cron(&db.store, later.id).await.is_empty());
 
@@ -2671,7 +2683,8 @@ backend_test!(
                                 CronStep {
                                     cron_id: c.id,
                                     create: Vec::new(),
-                                    exclusive: false,
+                                    policy: jobu::entities::cron_job::OverlapPolicy::Allow,
+                                    ledger: Vec::new(),
                                     marker,
                                 },
                                 (),

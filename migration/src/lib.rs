@@ -12,6 +12,7 @@ mod m20261201_000005_claim_order_index;
 mod m20261201_000006_partial_status_indexes;
 mod m20261202_000007_transaction_log;
 mod m20261203_000008_finished_index;
+mod m20261204_000009_schedules;
 pub mod types;
 
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000006_partial_status_indexes::Migration),
             Box::new(m20261202_000007_transaction_log::Migration),
             Box::new(m20261203_000008_finished_index::Migration),
+            Box::new(m20261204_000009_schedules::Migration),
         ]
     }
 }

@@ -120,6 +120,15 @@ async fn rescue(state: &mut RescuerState) -> StoreResult<()> {
             .store
             .rescue_expired(state.config.batch, state.config.grace.as_secs_f64())
             .await?;
+        // A rescue that ended an exclusive cron's execution lets its next fire time start.
+        let ended: Vec<i64> = rows
+            .iter()
+            .filter(|r| r.exclusive_run && r.status != Status::Pending.as_str())
+            .filter_map(|r| r.job_id)
+            .collect();
+        if !ended.is_empty() {
+            state.shared.store.promote_waiting(&ended).await?;
+        }
         for row in &rows {
             tracing::warn!(
                 execution_id = row.id,

@@ -326,7 +326,10 @@ mod tests {
             [
                 (Status::Success, day * 7),
                 (Status::Cancelled, day * 7),
-                (Status::Timeout, day * 30)
+                (Status::Timeout, day * 30),
+                (Status::Skipped, day * 7),
+                (Status::Missed, day * 7),
+                (Status::Excluded, day * 7)
             ]
         );
         assert!(c.validate().is_ok());

@@ -457,6 +457,8 @@ pub struct RetentionSettings {
     pub cancelled_days: u32,
     pub failed_days: u32,
     pub timeout_days: u32,
+    /// The ledger's rows for fire times that did not run (SKIPPED, MISSED, EXCLUDED).
+    pub not_run_days: u32,
     /// How often a sweep starts.
     pub interval_seconds: u64,
     /// Rows deleted per statement.
@@ -471,6 +473,7 @@ impl RetentionSettings {
     pub const DEFAULT_CANCELLED_DAYS: u32 = 7;
     pub const DEFAULT_FAILED_DAYS: u32 = 30;
     pub const DEFAULT_TIMEOUT_DAYS: u32 = 30;
+    pub const DEFAULT_NOT_RUN_DAYS: u32 = 7;
     pub const DEFAULT_INTERVAL_SECONDS: u64 = 3600;
     pub const DEFAULT_BATCH_SIZE: u32 = 1000;
     pub const DEFAULT_BATCH_PAUSE_MS: u64 = 100;
@@ -482,12 +485,15 @@ impl RetentionSettings {
     pub const MAX_BATCH_PAUSE_MS: u64 = 60_000;
 
     /// The age of each final status in days, 0 for "kept forever", in sweep order.
-    pub fn ages(&self) -> [(Status, u32); 4] {
+    pub fn ages(&self) -> [(Status, u32); 7] {
         [
             (Status::Success, self.success_days),
             (Status::Cancelled, self.cancelled_days),
             (Status::Failed, self.failed_days),
             (Status::Timeout, self.timeout_days),
+            (Status::Skipped, self.not_run_days),
+            (Status::Missed, self.not_run_days),
+            (Status::Excluded, self.not_run_days),
         ]
     }
 }
@@ -500,6 +506,7 @@ impl Default for RetentionSettings {
             cancelled_days: Self::DEFAULT_CANCELLED_DAYS,
             failed_days: Self::DEFAULT_FAILED_DAYS,
             timeout_days: Self::DEFAULT_TIMEOUT_DAYS,
+            not_run_days: Self::DEFAULT_NOT_RUN_DAYS,
             interval_seconds: Self::DEFAULT_INTERVAL_SECONDS,
             batch_size: Self::DEFAULT_BATCH_SIZE,
             batch_pause_ms: Self::DEFAULT_BATCH_PAUSE_MS,

@@ -213,7 +213,10 @@ fn retention_settings_from_env_and_their_validation() {
             (Status::Success, 7),
             (Status::Cancelled, 7),
             (Status::Failed, 30),
-            (Status::Timeout, 30)
+            (Status::Timeout, 30),
+            (Status::Skipped, 7),
+            (Status::Missed, 7),
+            (Status::Excluded, 7)
         ]
     );
     let s = Settings::load(&env(&[

@@ -230,6 +230,7 @@ impl RetentionSettings {
             ("retention.cancelled_days", self.cancelled_days),
             ("retention.failed_days", self.failed_days),
             ("retention.timeout_days", self.timeout_days),
+            ("retention.not_run_days", self.not_run_days),
         ] {
             if days > max {
                 return Err(ConfigError::key(

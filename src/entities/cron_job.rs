@@ -11,13 +11,20 @@ pub struct Model {
     #[sea_orm(unique)]
     pub name: String,
     pub description: Option<String>,
+    /// One expression, or a JSON array of them (fire times are the union).
     pub cron_expression: String,
     /// IANA zone the expression is read in.
     pub timezone: String,
     pub handler_name: String,
     pub handler_params: Option<Json>,
     pub is_enabled: bool,
-    pub allow_overlap: bool,
+    /// [`OverlapPolicy`]'s name: what a fire time does while an execution is unfinished.
+    pub overlap_policy: String,
+    /// Local dates (`YYYY-MM-DD`, in `timezone`) on which the cron does not fire.
+    pub excluded_dates: Option<Json>,
+    /// Each fire time starts up to this many seconds late, by a delay derived from
+    /// (cron id, fire time), the same on every dispatcher.
+    pub jitter_seconds: i32,
     /// Retries after the first attempt; total attempts = max_retry + 1.
     pub max_retry: i32,
     pub timeout_seconds: i32,
@@ -79,5 +86,79 @@ impl std::str::FromStr for MisfirePolicy {
         .into_iter()
         .find(|p| p.as_str().eq_ignore_ascii_case(s))
         .ok_or_else(|| format!("unknown misfire policy `{s}`; use skip, latest or all"))
+    }
+}
+
+/// What a fire time does while an execution of the cron is unfinished (Temporal's
+/// vocabulary). Every policy but `allow` keeps at most one execution of the cron PENDING or
+/// RUNNING, a constraint of the database (`exclusive_run`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverlapPolicy {
+    /// Every fire time runs, concurrently if need be.
+    #[default]
+    Allow,
+    /// The fire time is not run (recorded SKIPPED).
+    Skip,
+    /// At most one fire time waits (WAITING) and starts when the unfinished one ends;
+    /// further ones are skipped.
+    BufferOne,
+    /// Every fire time runs, one after another, in fire-time order.
+    BufferAll,
+    /// The unfinished execution is cancelled and the new one starts once it has stopped.
+    Replace,
+}
+
+impl OverlapPolicy {
+    pub const ALL: [OverlapPolicy; 5] = [
+        OverlapPolicy::Allow,
+        OverlapPolicy::Skip,
+        OverlapPolicy::BufferOne,
+        OverlapPolicy::BufferAll,
+        OverlapPolicy::Replace,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverlapPolicy::Allow => "allow",
+            OverlapPolicy::Skip => "skip",
+            OverlapPolicy::BufferOne => "buffer_one",
+            OverlapPolicy::BufferAll => "buffer_all",
+            OverlapPolicy::Replace => "replace",
+        }
+    }
+
+    /// At most one execution PENDING or RUNNING at a time.
+    pub fn is_exclusive(self) -> bool {
+        self != OverlapPolicy::Allow
+    }
+
+    /// The old boolean: true = `allow`, false = `skip`.
+    pub fn from_allow_overlap(allow: bool) -> OverlapPolicy {
+        if allow {
+            OverlapPolicy::Allow
+        } else {
+            OverlapPolicy::Skip
+        }
+    }
+}
+
+impl std::fmt::Display for OverlapPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for OverlapPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        OverlapPolicy::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!(
+                    "unknown overlap policy `{s}`; use allow, skip, buffer_one, buffer_all or replace"
+                )
+            })
     }
 }

@@ -40,6 +40,16 @@ pub struct Model {
     pub result: Option<Json>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// Its cron allows one unfinished execution at a time (overlap policy other than
+    /// `allow` when it was created): a unique index keeps at most one such row of a cron
+    /// PENDING or RUNNING.
+    pub exclusive_run: bool,
+    /// A ledger row (SKIPPED, MISSED, EXCLUDED) that stands for consecutive fire times:
+    /// the last of them (`scheduled_time` is the first). `None` for a single fire time.
+    pub fire_time_until: Option<DateTimeUtc>,
+    /// How many fire times the row stands for (1 but for coalesced ledger rows; for a long
+    /// outage possibly a lower bound, see the row's message).
+    pub fire_count: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -84,7 +94,9 @@ pub fn select_list(qualified: bool) -> &'static str {
 }
 
 /// The states of an execution: `PENDING -> RUNNING -> SUCCESS | FAILED | TIMEOUT`, and
-/// `CANCELLED` from PENDING or RUNNING.
+/// `CANCELLED` from PENDING or RUNNING. `WAITING -> PENDING` for a fire time buffered behind
+/// an unfinished execution of its cron. `SKIPPED`, `MISSED` and `EXCLUDED` are the ledger's
+/// decisions for fire times that did not run; they are final from the start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
@@ -94,17 +106,28 @@ pub enum Status {
     Failed,
     Timeout,
     Cancelled,
+    Waiting,
+    Skipped,
+    Missed,
+    Excluded,
 }
 
 impl Status {
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 10] = [
         Status::Pending,
         Status::Running,
         Status::Success,
         Status::Failed,
         Status::Timeout,
         Status::Cancelled,
+        Status::Waiting,
+        Status::Skipped,
+        Status::Missed,
+        Status::Excluded,
     ];
+
+    /// The ledger's decisions for fire times that did not run.
+    pub const NOT_RUN: [Status; 3] = [Status::Skipped, Status::Missed, Status::Excluded];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -114,11 +137,26 @@ impl Status {
             Status::Failed => "FAILED",
             Status::Timeout => "TIMEOUT",
             Status::Cancelled => "CANCELLED",
+            Status::Waiting => "WAITING",
+            Status::Skipped => "SKIPPED",
+            Status::Missed => "MISSED",
+            Status::Excluded => "EXCLUDED",
         }
     }
 
     pub fn is_final(self) -> bool {
-        !matches!(self, Status::Pending | Status::Running)
+        !matches!(self, Status::Pending | Status::Running | Status::Waiting)
+    }
+
+    /// A fire time's decision in the ledger: `run` for every execution, else the reason it
+    /// did not run.
+    pub fn decision(self) -> &'static str {
+        match self {
+            Status::Skipped => "skipped",
+            Status::Missed => "missed",
+            Status::Excluded => "excluded",
+            _ => "run",
+        }
     }
 }
 
@@ -147,6 +185,8 @@ pub enum CancelReason {
     /// Created ahead of its fire time, then its cron was disabled or deleted before the
     /// fire time came; re-armed if the cron fires that time after all.
     Unscheduled,
+    /// Its cron's overlap policy is `replace` and a later fire time came.
+    Replaced,
 }
 
 impl CancelReason {
@@ -154,6 +194,7 @@ impl CancelReason {
         match self {
             CancelReason::Operator => "operator",
             CancelReason::Unscheduled => "unscheduled",
+            CancelReason::Replaced => "replaced",
         }
     }
 }

@@ -15,9 +15,9 @@
 //! and only the others inserted, by a plain INSERT that fails (and is redone) if another
 //! creator raced in.
 //!
-//! Crons with `allow_overlap = false` use [`Store::create_exclusive`]: the same insert, also
-//! conditioned on the cron having no PENDING or RUNNING execution, under a lock on the cron
-//! row, so racing dispatchers never leave two unfinished executions of one cron.
+//! Crons whose overlap policy is not `allow` are created under their policy's rule, under a
+//! lock on the cron row ([`super::overlap`]), so racing dispatchers never leave two
+//! unfinished executions of one cron.
 //!
 //! A cron's row that exists only because it was created ahead and then cancelled when the
 //! cron was disabled or deleted ([`CancelReason::Unscheduled`]) does not count as created:
@@ -32,7 +32,9 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, TransactionTrait};
 
 use super::dialect::{is_unique_violation, Dialect, Sql};
+use super::overlap::{create_locked, lock_cron};
 use super::{retry_transient, Store, StoreError, StoreResult};
+use crate::entities::cron_job::OverlapPolicy;
 use crate::entities::job_execution::{CancelReason, ParamSource, Status};
 
 /// An execution to create.
@@ -57,7 +59,9 @@ pub enum Created {
     New(i64),
     /// A row for this (job_id, scheduled_time) already existed.
     Exists,
-    /// Not created: the cron forbids overlap and has a PENDING or RUNNING execution.
+    /// Created WAITING with this id: buffered behind an unfinished execution of its cron.
+    Waiting(i64),
+    /// Not run: the cron's overlap policy skipped it (recorded SKIPPED by a dispatcher).
     Overlap,
 }
 
@@ -76,7 +80,7 @@ impl Store {
     /// Inserts the execution unless one exists for the same (job_id, scheduled_time).
     pub async fn create_if_absent(&self, new: &NewExecution) -> StoreResult<Created> {
         let run = || async {
-            match insert(&self.db, self.dialect, new, false).await? {
+            match insert(&self.db, self.dialect, new).await? {
                 Created::Exists => rearm(&self.db, self.dialect, new).await,
                 other => Ok(other),
             }
@@ -88,14 +92,10 @@ impl Store {
         Ok(created)
     }
 
-    /// Like [`Store::create_if_absent`] for a cron with `allow_overlap = false`: nothing is
-    /// inserted while the cron has a PENDING or RUNNING execution ([`Created::Overlap`]).
-    ///
-    /// The check and the insert are one statement. On PostgreSQL and MySQL a transaction
-    /// first locks the cron row, so dispatchers racing on one cron take turns and each sees
-    /// the rows the previous one committed (PostgreSQL takes a fresh snapshot per statement;
-    /// InnoDB's INSERT ... SELECT reads the latest committed rows). SQLite serialises
-    /// writers, and a statement whose snapshot went stale fails with BUSY and is retried.
+    /// Like [`Store::create_if_absent`] for a cron whose overlap policy is exclusive, run
+    /// by an operator: nothing is inserted while the cron has a PENDING, RUNNING or WAITING
+    /// execution ([`Created::Overlap`]); the row is created with `exclusive_run`. The check
+    /// and the insert run under the cron row's lock ([`super::overlap`]).
     pub async fn create_exclusive(&self, new: &NewExecution) -> StoreResult<Created> {
         let Some(job_id) = new.job_id else {
             return Err(StoreError::Invalid(
@@ -103,17 +103,10 @@ impl Store {
             ));
         };
         let run = || async {
-            // SQLite: the insert starts the write transaction, so the overlap check and the
-            // re-arm after it are serialised with every other writer.
             let txn = self.db.begin().await?;
-            if self.dialect != Dialect::Sqlite {
-                let mut lock = Sql::new(self.dialect);
-                lock.push("SELECT id FROM cron_jobs WHERE id = ")
-                    .bind(job_id)
-                    .push(" FOR UPDATE");
-                txn.query_one(lock.build()).await?;
-            }
-            let created = exclusive_locked(&txn, self.dialect, new, job_id).await?;
+            lock_cron(&txn, self.dialect, job_id).await?;
+            let created =
+                create_locked(&txn, self.dialect, new, job_id, OverlapPolicy::Skip, false).await?;
             txn.commit().await?;
             Ok(created)
         };
@@ -245,12 +238,8 @@ async fn insert_chunk<C: ConnectionTrait>(
         .collect();
     if !existing.is_empty() {
         let mut q = Sql::new(dialect);
-        q.push("SELECT id, job_id, scheduled_time FROM job_executions WHERE status = ")
-            .status(Status::Cancelled)
-            .push(" AND cancel_reason = ")
-            .bind(CancelReason::Unscheduled.as_str())
-            .push(" AND param_source = ")
-            .bind(ParamSource::Cron.as_str());
+        q.push("SELECT id, job_id, scheduled_time FROM job_executions WHERE 1 = 1");
+        push_rearmable(&mut q);
         push_key_filter(&mut q, &existing);
         let cancelled: HashSet<Key> = KeyRow::find_by_statement(q.build())
             .all(db)
@@ -370,22 +359,6 @@ fn push_insert_values(q: &mut Sql, rows: &[&NewExecution]) {
     }
 }
 
-/// The exclusive creation of [`Store::create_exclusive`] on `db`, a transaction that already
-/// holds the cron row's lock (taken by the caller on PostgreSQL and MySQL; SQLite serialises
-/// writers).
-pub(crate) async fn exclusive_locked<C: ConnectionTrait>(
-    db: &C,
-    dialect: Dialect,
-    new: &NewExecution,
-    job_id: i64,
-) -> Result<Created, DbErr> {
-    Ok(match insert(db, dialect, new, true).await? {
-        Created::Exists if has_unfinished(db, dialect, job_id).await? => Created::Exists,
-        Created::Exists => rearm(db, dialect, new).await?,
-        other => other,
-    })
-}
-
 /// Re-arms the row of (job_id, scheduled_time) if it was cancelled only because its cron
 /// was disabled or deleted before the fire time: [`Created::New`] with its id, else
 /// [`Created::Exists`]. Only the dispatcher's own rows (`param_source` `cron`) qualify.
@@ -401,36 +374,12 @@ async fn rearm<C: ConnectionTrait>(
         return Ok(Created::Exists);
     }
     let mut q = Sql::new(dialect);
-    q.push("UPDATE job_executions SET status = ")
-        .status(Status::Pending)
-        .push(", handler_name = ")
-        .bind(new.handler_name.clone())
-        .push(", run_at = ")
-        .bind(new.run_at)
-        .push(", params = ")
-        .bind(new.params.clone())
-        .push(", max_retry = ")
-        .bind(new.max_retry)
-        .push(", timeout_seconds = ")
-        .bind(new.timeout_seconds)
-        .push(
-            ", retry_count = 0, started_at = NULL, finished_at = NULL, error_message = NULL, \
-             result = NULL, worker_id = NULL, owner_token = NULL, lease_expires_at = NULL, \
-             cancel_reason = NULL, cancel_requested = ",
-        )
-        .bind(false)
-        .push(", updated_at = ")
-        .now()
-        .push(" WHERE job_id = ")
+    push_rearm_set(&mut q, new, Status::Pending, false, None);
+    q.push(" WHERE job_id = ")
         .bind(job_id)
         .push(" AND scheduled_time = ")
-        .bind(new.scheduled_time)
-        .push(" AND status = ")
-        .status(Status::Cancelled)
-        .push(" AND cancel_reason = ")
-        .bind(CancelReason::Unscheduled.as_str())
-        .push(" AND param_source = ")
-        .bind(ParamSource::Cron.as_str());
+        .bind(new.scheduled_time);
+    push_rearmable(&mut q);
     if db.execute(q.build()).await?.rows_affected() != 1 {
         return Ok(Created::Exists);
     }
@@ -445,7 +394,61 @@ async fn rearm<C: ConnectionTrait>(
     })
 }
 
-/// Whether the cron has a PENDING or RUNNING execution.
+/// ` AND` the row was created ahead by a dispatcher and cancelled only because its cron was
+/// switched off: the rows a fresh decision may be written over.
+pub(crate) fn push_rearmable(q: &mut Sql) {
+    q.push(" AND status = ")
+        .status(Status::Cancelled)
+        .push(" AND cancel_reason = ")
+        .bind(CancelReason::Unscheduled.as_str())
+        .push(" AND param_source = ")
+        .bind(ParamSource::Cron.as_str());
+}
+
+/// `UPDATE job_executions SET ...`: a fresh decision for `new` in `status` written over a
+/// row that was cancelled only because its cron was off (the caller adds the WHERE, which
+/// names that state).
+pub(crate) fn push_rearm_set(
+    q: &mut Sql,
+    new: &NewExecution,
+    status: Status,
+    exclusive: bool,
+    message: Option<&str>,
+) {
+    let finished_at = if status.is_final() {
+        q.dialect().now()
+    } else {
+        "NULL"
+    };
+    q.push("UPDATE job_executions SET status = ")
+        .status(status)
+        .push(", exclusive_run = ")
+        .bind(exclusive)
+        .push(", handler_name = ")
+        .bind(new.handler_name.clone())
+        .push(", run_at = ")
+        .bind(new.run_at)
+        .push(", params = ")
+        .bind(new.params.clone())
+        .push(", max_retry = ")
+        .bind(new.max_retry)
+        .push(", timeout_seconds = ")
+        .bind(new.timeout_seconds)
+        .push(
+            ", retry_count = 0, started_at = NULL, result = NULL, worker_id = NULL, \
+             owner_token = NULL, lease_expires_at = NULL, cancel_reason = NULL, \
+             fire_time_until = NULL, fire_count = 1, cancel_requested = ",
+        )
+        .bind(false)
+        .push(", error_message = ")
+        .bind(message.map(str::to_string))
+        .push(", finished_at = ")
+        .push(finished_at)
+        .push(", updated_at = ")
+        .now();
+}
+
+/// Whether the cron has a PENDING, RUNNING or WAITING execution.
 pub(crate) async fn has_unfinished<C: ConnectionTrait>(
     db: &C,
     dialect: Dialect,
@@ -455,17 +458,22 @@ pub(crate) async fn has_unfinished<C: ConnectionTrait>(
     q.push("SELECT id FROM job_executions WHERE job_id = ")
         .bind(job_id)
         .push(" AND status IN ")
-        .statuses(&[Status::Pending, Status::Running])
+        .statuses(&[Status::Pending, Status::Running, Status::Waiting])
         .push(" LIMIT 1");
     Ok(IdRow::find_by_statement(q.build()).one(db).await?.is_some())
 }
 
-const INSERT_COLUMNS: &str = "INSERT INTO job_executions (job_id, handler_name, scheduled_time, \
-     run_at, status, params, param_source, retry_count, max_retry, timeout_seconds, \
-     cancel_requested, created_at, updated_at)";
+pub(crate) const INSERT_COLUMNS: &str = "INSERT INTO job_executions (job_id, handler_name, \
+     scheduled_time, run_at, status, params, param_source, retry_count, max_retry, \
+     timeout_seconds, cancel_requested, created_at, updated_at, exclusive_run)";
 
-/// The values of one new row, in the order of [`INSERT_COLUMNS`].
+/// The values of one new PENDING row that allows overlap, in the order of [`INSERT_COLUMNS`].
 fn push_row(q: &mut Sql, new: &NewExecution) {
+    push_row_as(q, new, Status::Pending, false);
+}
+
+/// The values of one new row in `status`, in the order of [`INSERT_COLUMNS`].
+pub(crate) fn push_row_as(q: &mut Sql, new: &NewExecution, status: Status, exclusive: bool) {
     q.bind(new.job_id)
         .push(", ")
         .bind(new.handler_name.clone())
@@ -474,7 +482,7 @@ fn push_row(q: &mut Sql, new: &NewExecution) {
         .push(", ")
         .bind(new.run_at)
         .push(", ")
-        .status(Status::Pending)
+        .status(status)
         .push(", ")
         .bind(new.params.clone())
         .push(", ")
@@ -488,71 +496,35 @@ fn push_row(q: &mut Sql, new: &NewExecution) {
         .push(", ")
         .now()
         .push(", ")
-        .now();
+        .now()
+        .push(", ")
+        .bind(exclusive);
 }
 
-/// The insert-if-absent statement; with `exclusive`, also "if the cron has no unfinished
-/// execution".
+/// The insert-if-absent statement.
 async fn insert<C: ConnectionTrait>(
     db: &C,
     dialect: Dialect,
     new: &NewExecution,
-    exclusive: bool,
 ) -> Result<Created, DbErr> {
     let mut q = Sql::new(dialect);
-    q.push(INSERT_COLUMNS)
-        .push(if exclusive { " SELECT " } else { " VALUES (" });
+    q.push(INSERT_COLUMNS).push(" VALUES (");
     push_row(&mut q, new);
-    if exclusive {
-        if dialect == Dialect::MySql {
-            q.push(" FROM DUAL");
-        }
-        q.push(" WHERE NOT EXISTS (SELECT 1 FROM job_executions WHERE job_id = ")
-            .bind(new.job_id)
-            .push(" AND status IN ")
-            .statuses(&[Status::Pending, Status::Running])
-            .push(")");
-    } else {
-        q.push(")");
-    }
-
+    q.push(")");
     match dialect {
         Dialect::Postgres | Dialect::Sqlite => {
-            // SQLite reads `SELECT ... ON` as a join unless the SELECT has a WHERE clause;
-            // the exclusive form has one.
             q.push(" ON CONFLICT (job_id, scheduled_time) DO NOTHING RETURNING id");
             let row = IdRow::find_by_statement(q.build()).one(db).await?;
             Ok(match row {
                 Some(r) => Created::New(r.id),
-                None if exclusive => unfinished_or_exists(db, dialect, new).await?,
                 None => Created::Exists,
             })
         }
         Dialect::MySql => match db.execute(q.build()).await {
             Ok(res) if res.rows_affected() == 1 => Ok(Created::New(res.last_insert_id() as i64)),
-            Ok(_) => unfinished_or_exists(db, dialect, new).await,
+            Ok(_) => Ok(Created::Exists),
             Err(e) if is_unique_violation(&e) => Ok(Created::Exists),
             Err(e) => Err(e),
         },
     }
-}
-
-/// After an exclusive insert wrote nothing: was the fire time already created, or did an
-/// unfinished execution block it?
-async fn unfinished_or_exists<C: ConnectionTrait>(
-    db: &C,
-    dialect: Dialect,
-    new: &NewExecution,
-) -> Result<Created, DbErr> {
-    let mut q = Sql::new(dialect);
-    q.push("SELECT id FROM job_executions WHERE job_id = ")
-        .bind(new.job_id)
-        .push(" AND scheduled_time = ")
-        .bind(new.scheduled_time);
-    let exists = IdRow::find_by_statement(q.build()).one(db).await?.is_some();
-    Ok(if exists {
-        Created::Exists
-    } else {
-        Created::Overlap
-    })
 }

@@ -13,18 +13,20 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, Statement, TransactionTrait,
 };
 
-use super::create::{exclusive_locked, insert_many, Created, NewExecution};
+use super::create::{insert_many, Created, NewExecution};
 use super::dialect::{is_transient, is_unique_violation, Dialect, Sql};
+use super::fire_times::{self, LedgerRow};
+use super::overlap::create_locked;
 use super::{retry_transient, Store, StoreError, StoreResult, TRANSIENT_RETRIES};
-use crate::entities::cron_job::{self, MisfirePolicy};
+use crate::entities::cron_job::{self, MisfirePolicy, OverlapPolicy};
 use crate::entities::job_execution::{CancelReason, ParamSource, Status};
-use crate::schedule::Schedule;
+use crate::schedule::{check_jitter, Schedule};
 
 /// The error message of executions cancelled by [`Store::cancel_unscheduled`].
 pub const UNSCHEDULED_MESSAGE: &str =
@@ -41,10 +43,13 @@ pub struct CronChanges {
     pub handler_name: Option<String>,
     pub handler_params: Option<Option<serde_json::Value>>,
     pub is_enabled: Option<bool>,
-    pub allow_overlap: Option<bool>,
+    pub overlap_policy: Option<OverlapPolicy>,
     pub max_retry: Option<i32>,
     pub timeout_seconds: Option<i32>,
     pub misfire_policy: Option<MisfirePolicy>,
+    /// `Some(vec![])` clears them.
+    pub excluded_dates: Option<Vec<NaiveDate>>,
+    pub jitter_seconds: Option<u32>,
 }
 
 /// A cron name is taken: the message operators see.
@@ -70,10 +75,12 @@ pub struct NewCron {
     pub handler_name: String,
     pub handler_params: Option<serde_json::Value>,
     pub is_enabled: bool,
-    pub allow_overlap: bool,
+    pub overlap_policy: OverlapPolicy,
     pub max_retry: i32,
     pub timeout_seconds: i32,
     pub misfire_policy: MisfirePolicy,
+    pub excluded_dates: Vec<NaiveDate>,
+    pub jitter_seconds: u32,
 }
 
 impl NewCron {
@@ -87,10 +94,12 @@ impl NewCron {
             handler_name: handler_name.to_string(),
             handler_params: None,
             is_enabled: true,
-            allow_overlap: true,
+            overlap_policy: OverlapPolicy::Allow,
             max_retry: 3,
             timeout_seconds: 300,
             misfire_policy: MisfirePolicy::Latest,
+            excluded_dates: Vec::new(),
+            jitter_seconds: 0,
         }
     }
 }
@@ -100,6 +109,7 @@ impl Store {
     pub async fn insert_cron(&self, new: &NewCron) -> StoreResult<cron_job::Model> {
         Schedule::parse(&new.cron_expression, &new.timezone)
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        check_jitter(new.jitter_seconds).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let model = cron_job::ActiveModel {
             name: Set(new.name.clone()),
             description: Set(new.description.clone()),
@@ -108,10 +118,12 @@ impl Store {
             handler_name: Set(new.handler_name.clone()),
             handler_params: Set(new.handler_params.clone()),
             is_enabled: Set(new.is_enabled),
-            allow_overlap: Set(new.allow_overlap),
+            overlap_policy: Set(new.overlap_policy.as_str().to_string()),
             max_retry: Set(new.max_retry),
             timeout_seconds: Set(new.timeout_seconds),
             misfire_policy: Set(new.misfire_policy.as_str().to_string()),
+            excluded_dates: Set(dates_json(&new.excluded_dates)),
+            jitter_seconds: Set(new.jitter_seconds as i32),
             next_fire_time: Set(None),
             last_fire_time: Set(None),
             // created_at/updated_at come from the column defaults: the database clock.
@@ -138,6 +150,9 @@ impl Store {
             .unwrap_or(&current.cron_expression);
         let timezone = changes.timezone.as_deref().unwrap_or(&current.timezone);
         Schedule::parse(expression, timezone).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        if let Some(jitter) = changes.jitter_seconds {
+            check_jitter(jitter).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        }
         let reschedule = expression != current.cron_expression
             || timezone != current.timezone
             || (changes.is_enabled == Some(true) && !current.is_enabled);
@@ -158,12 +173,20 @@ impl Store {
             handler_name,
             handler_params,
             is_enabled,
-            allow_overlap,
             max_retry,
             timeout_seconds
         );
         if let Some(policy) = changes.misfire_policy {
             model.misfire_policy = Set(policy.as_str().to_string());
+        }
+        if let Some(policy) = changes.overlap_policy {
+            model.overlap_policy = Set(policy.as_str().to_string());
+        }
+        if let Some(dates) = &changes.excluded_dates {
+            model.excluded_dates = Set(dates_json(dates));
+        }
+        if let Some(jitter) = changes.jitter_seconds {
+            model.jitter_seconds = Set(jitter as i32);
         }
         if reschedule {
             model.next_fire_time = Set(None);
@@ -201,6 +224,8 @@ impl Store {
             let txn = self.db.begin().await?;
             // Before the delete: afterwards the foreign key has set their job_id to NULL.
             cancel_unscheduled_in(&txn, self.dialect, Some(id)).await?;
+            // Buffered fire times would wait for a cron that no longer exists.
+            cancel_waiting_in(&txn, self.dialect, id).await?;
             let deleted = cron_job::Entity::delete_by_id(id)
                 .exec(&txn)
                 .await?
@@ -289,16 +314,19 @@ pub struct DueCron {
     pub timezone: String,
     pub handler_name: String,
     pub handler_params: Option<serde_json::Value>,
-    pub allow_overlap: bool,
+    pub overlap_policy: String,
     pub max_retry: i32,
     pub timeout_seconds: i32,
     pub misfire_policy: String,
+    pub excluded_dates: Option<serde_json::Value>,
+    pub jitter_seconds: i32,
     pub next_fire_time: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
 }
 
 const DUE_COLUMNS: &str = "id, name, cron_expression, timezone, handler_name, handler_params, \
-     allow_overlap, max_retry, timeout_seconds, misfire_policy, next_fire_time, updated_at";
+     overlap_policy, max_retry, timeout_seconds, misfire_policy, excluded_dates, \
+     jitter_seconds, next_fire_time, updated_at";
 
 /// Which crons one page of a dispatch pass takes: enabled ones with an id above `after_id`
 /// that have no marker or whose marker is due, at most `limit`, by id.
@@ -306,9 +334,9 @@ const DUE_COLUMNS: &str = "id, name, cron_expression, timezone, handler_name, ha
 pub struct DueQuery {
     pub after_id: i64,
     pub limit: u64,
-    /// Crons with `allow_overlap`: markers up to here are due (now + lookahead).
+    /// Crons whose overlap policy is `allow`: markers up to here are due (now + lookahead).
     pub horizon: DateTime<Utc>,
-    /// Crons without: markers up to here (now; they are created at their fire time).
+    /// The others: markers up to here (now; they are decided at their fire time).
     pub now: DateTime<Utc>,
 }
 
@@ -326,10 +354,12 @@ pub enum MarkerMove {
 #[derive(Debug, Clone)]
 pub struct CronStep {
     pub cron_id: i64,
-    /// In order. Created by [`Store::create_many_if_absent`]'s batch, or with `exclusive`
-    /// one by one under [`Store::create_exclusive`]'s rule.
+    /// In order. Created by [`Store::create_many_if_absent`]'s batch (`allow`), or one by one
+    /// under the overlap policy's rule ([`super::overlap`]).
     pub create: Vec<NewExecution>,
-    pub exclusive: bool,
+    pub policy: OverlapPolicy,
+    /// Fire times that do not run (missed, excluded), written before `create`.
+    pub ledger: Vec<LedgerRow>,
     pub marker: MarkerMove,
 }
 
@@ -339,6 +369,10 @@ pub struct StepDone {
     pub cron_id: i64,
     /// Per execution of the step's `create`, in order.
     pub created: Vec<(DateTime<Utc>, Created)>,
+    /// The step's ledger rows, and per row whether it was written (false: the fire time
+    /// had a decision already).
+    pub ledger: Vec<LedgerRow>,
+    pub recorded: Vec<bool>,
     /// The marker moved as asked (false for `Keep`, or a marker no longer as read).
     pub marker_moved: bool,
 }
@@ -359,13 +393,13 @@ pub struct DuePage<T> {
 pub struct DueSummary {
     /// The database clock.
     pub now: DateTime<Utc>,
-    /// The earliest marker of an enabled cron with `allow_overlap`.
+    /// The earliest marker of an enabled cron whose overlap policy is `allow`.
     pub next_overlap: Option<DateTime<Utc>>,
-    /// The earliest marker of an enabled cron without.
+    /// The earliest marker of an enabled cron with another policy.
     pub next_exclusive: Option<DateTime<Utc>>,
     /// Enabled crons without a marker (new, edited, enabled again, or not plannable).
     pub unmarked: i64,
-    /// Enabled crons with `allow_overlap` whose marker is at most `within` seconds ahead:
+    /// Enabled crons with policy `allow` whose marker is at most `within` seconds ahead:
     /// the load the lookahead must make room for.
     pub due_soon: i64,
 }
@@ -402,16 +436,16 @@ impl Store {
         let mut q = Sql::new(self.dialect);
         q.push("SELECT ")
             .now()
-            .push(" AS now, MIN(CASE WHEN allow_overlap = ")
-            .bind(true)
-            .push(" THEN next_fire_time END) AS next_overlap, MIN(CASE WHEN allow_overlap = ")
-            .bind(false)
+            .push(" AS now, MIN(CASE WHEN overlap_policy = ")
+            .bind(OverlapPolicy::Allow.as_str())
+            .push(" THEN next_fire_time END) AS next_overlap, MIN(CASE WHEN overlap_policy <> ")
+            .bind(OverlapPolicy::Allow.as_str())
             .push(
                 " THEN next_fire_time END) AS next_exclusive, \
                  COUNT(CASE WHEN next_fire_time IS NULL THEN 1 END) AS unmarked, \
-                 COUNT(CASE WHEN allow_overlap = ",
+                 COUNT(CASE WHEN overlap_policy = ",
             )
-            .bind(true)
+            .bind(OverlapPolicy::Allow.as_str())
             .push(" AND next_fire_time <= ")
             .now_plus(within_seconds)
             .push(" THEN 1 END) AS due_soon FROM cron_jobs WHERE is_enabled = ")
@@ -491,8 +525,8 @@ impl Store {
             .bind(due.after_id)
             .push(" AND (next_fire_time IS NULL OR next_fire_time <= ")
             .bind(due.now)
-            .push(" OR (allow_overlap = ")
-            .bind(true)
+            .push(" OR (overlap_policy = ")
+            .bind(OverlapPolicy::Allow.as_str())
             .push(" AND next_fire_time <= ")
             .bind(due.horizon)
             .push(")) ORDER BY id LIMIT ")
@@ -525,40 +559,52 @@ impl Store {
         }
         let by_id: HashMap<i64, &DueCron> = crons.iter().map(|c| (c.id, c)).collect();
 
-        // The rows first: one batch for the crons that allow overlap...
+        // The ledger rows (missed, excluded fire times) first, then the runs: one batch for
+        // the crons that allow overlap...
+        let mut recorded: Vec<Vec<bool>> = Vec::with_capacity(planned.len());
+        for (step, _) in &planned {
+            let mut written = Vec::with_capacity(step.ledger.len());
+            for row in &step.ledger {
+                written.push(fire_times::record(&txn, dialect, row).await?);
+            }
+            recorded.push(written);
+        }
         let batch: Vec<NewExecution> = planned
             .iter()
-            .filter(|(s, _)| !s.exclusive)
+            .filter(|(s, _)| !s.policy.is_exclusive())
             .flat_map(|(s, _)| s.create.iter().cloned())
             .collect();
         let mut batch_created = insert_many(&txn, dialect, &batch).await?.into_iter();
         let mut steps = Vec::with_capacity(planned.len());
-        for (step, note) in planned {
+        for ((step, note), recorded) in planned.into_iter().zip(recorded) {
             let mut created = Vec::with_capacity(step.create.len());
             for new in &step.create {
-                let outcome = if step.exclusive {
-                    exclusive_locked(&txn, dialect, new, step.cron_id).await?
+                // ...and one by one, in fire-time order, under the cron's policy (the page
+                // holds the cron's lock).
+                let outcome = if step.policy.is_exclusive() {
+                    create_locked(&txn, dialect, new, step.cron_id, step.policy, true).await?
                 } else {
                     batch_created.next().unwrap_or(Created::Exists)
                 };
                 created.push((new.scheduled_time, outcome));
             }
-            steps.push((step, created, note));
+            steps.push((step, created, recorded, note));
         }
 
         // ...then the markers, grouped by (marker read, marker to, last fire time).
         let mut groups: HashMap<MarkerGroup, Vec<i64>> = HashMap::new();
-        for (step, created, _) in &steps {
+        for (step, created, _, _) in &steps {
             let read = by_id.get(&step.cron_id).and_then(|c| c.next_fire_time);
             let last = created
                 .iter()
                 .filter(|(_, c)| *c != Created::Overlap)
                 .map(|(t, _)| *t)
                 .max();
+            let unchanged_ledger = step.ledger.is_empty();
             let unchanged = match step.marker {
                 MarkerMove::Keep => true,
                 MarkerMove::Clear => read.is_none(),
-                MarkerMove::To(t) => read == Some(t) && last.is_none(),
+                MarkerMove::To(t) => read == Some(t) && last.is_none() && unchanged_ledger,
             };
             if !unchanged {
                 groups
@@ -606,26 +652,28 @@ impl Store {
         txn.commit().await?;
         let first_new = steps
             .iter()
-            .flat_map(|(step, created, _)| step.create.iter().zip(created))
+            .flat_map(|(step, created, _, _)| step.create.iter().zip(created))
             .filter(|(_, (_, c))| c.is_new())
             .map(|(new, _)| new.run_at)
             .min();
         if let Some(run_at) = first_new {
             self.announce_due(run_at).await;
         }
-        let last_id = steps.last().map(|(s, _, _)| s.cron_id);
+        let last_id = steps.last().map(|(s, _, _, _)| s.cron_id);
         Ok(DuePage {
             claimed: crons.len(),
             last_id,
             steps: steps
                 .into_iter()
-                .map(|(step, created, note)| {
+                .map(|(step, created, recorded, note)| {
                     let marker_moved =
                         step.marker != MarkerMove::Keep && moved.contains(&step.cron_id);
                     (
                         StepDone {
                             cron_id: step.cron_id,
                             created,
+                            ledger: step.ledger,
+                            recorded,
                             marker_moved,
                         },
                         note,
@@ -669,5 +717,60 @@ async fn cancel_unscheduled_in<C: ConnectionTrait>(
             .bind(false)
             .push("))"),
     };
+    Ok(db.execute(q.build()).await?.rows_affected())
+}
+
+/// Excluded dates as stored: a JSON array of `YYYY-MM-DD`, `None` for none.
+fn dates_json(dates: &[NaiveDate]) -> Option<serde_json::Value> {
+    if dates.is_empty() {
+        return None;
+    }
+    let mut sorted = dates.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    Some(serde_json::Value::Array(
+        sorted
+            .iter()
+            .map(|d| serde_json::Value::String(d.format("%Y-%m-%d").to_string()))
+            .collect(),
+    ))
+}
+
+/// The excluded dates of a stored cron (entries that do not parse are ignored; the API
+/// writes only valid ones).
+pub fn stored_dates(value: Option<&serde_json::Value>) -> Vec<NaiveDate> {
+    value
+        .and_then(|v| v.as_array())
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i.as_str())
+                .filter_map(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A deleted cron's WAITING executions are cancelled: nothing would ever start them.
+async fn cancel_waiting_in<C: ConnectionTrait>(
+    db: &C,
+    dialect: Dialect,
+    cron: i64,
+) -> Result<u64, DbErr> {
+    let mut q = Sql::new(dialect);
+    q.push("UPDATE job_executions SET status = ")
+        .status(Status::Cancelled)
+        .push(", finished_at = ")
+        .now()
+        .push(", updated_at = ")
+        .now()
+        .push(", error_message = ")
+        .bind("cancelled while waiting behind an unfinished run: the cron was deleted")
+        .push(", cancel_reason = ")
+        .bind(CancelReason::Operator.as_str())
+        .push(" WHERE job_id = ")
+        .bind(cron)
+        .push(" AND status = ")
+        .status(Status::Waiting);
     Ok(db.execute(q.build()).await?.rows_affected())
 }

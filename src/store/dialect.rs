@@ -132,6 +132,10 @@ impl Sql {
         }
     }
 
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
     /// Appends literal SQL.
     pub fn push(&mut self, sql: &str) -> &mut Self {
         self.text.push_str(sql);

@@ -416,9 +416,12 @@ fn set_list(q: &mut Sql, g: Group, c: &Columns) {
                 .arg(&c.result)
                 .push(", error_message = ")
                 .arg(&c.error)
-                .push(", cancel_reason = ")
+                // A stop asked for with a reason (`replaced`) keeps it.
+                .push(", cancel_reason = CASE WHEN ")
                 .arg(&c.reason)
-                .push(", finished_at = ")
+                .push(" IS NULL THEN NULL ELSE COALESCE(cancel_reason, ")
+                .arg(&c.reason)
+                .push(") END, finished_at = ")
                 .now()
                 .push(", owner_token = NULL, lease_expires_at = NULL, updated_at = ")
                 .now();

@@ -5,6 +5,8 @@
 //! - [`claim`]: PENDING -> RUNNING by conditional update, with owner token and lease
 //! - [`transition`]: the retry rule, lease renewal and cancel polls of a claimed attempt
 //! - [`finish`]: how attempts end (success, failure, cancel, release), many per statement
+//! - [`overlap`]: overlap policies: one unfinished execution per exclusive cron, buffering
+//! - [`fire_times`]: the ledger of every fire time's decision (run, skipped, missed, excluded)
 //! - [`rescue`]: expired leases back to PENDING, or final when retries are exhausted
 //! - [`retention`]: old finished executions deleted in batches
 //! - [`crons`]: cron rows and the dispatcher's per-cron marker
@@ -21,7 +23,9 @@ pub mod create;
 pub mod crons;
 pub mod dialect;
 pub mod finish;
+pub mod fire_times;
 pub mod operator;
+pub mod overlap;
 pub mod queries;
 pub mod rescue;
 pub mod retention;

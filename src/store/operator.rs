@@ -12,7 +12,7 @@ use sea_orm::{ConnectionTrait, DbErr, EntityTrait, TransactionTrait};
 use super::create::{has_unfinished, Created, NewExecution};
 use super::dialect::{Dialect, Sql};
 use super::{retry_transient, Store, StoreError, StoreResult};
-use crate::entities::cron_job;
+use crate::entities::cron_job::{self, OverlapPolicy};
 use crate::entities::job_execution::{self, CancelReason, ParamSource, Status};
 
 /// The error message of executions an operator cancelled before they ran.
@@ -86,18 +86,22 @@ impl Store {
                 max_retry: cron.max_retry,
                 timeout_seconds: cron.timeout_seconds,
             };
-            let created = if cron.allow_overlap {
-                self.create_if_absent(&new).await?
-            } else {
+            let exclusive = cron
+                .overlap_policy
+                .parse::<OverlapPolicy>()
+                .map_or(true, OverlapPolicy::is_exclusive);
+            let created = if exclusive {
                 self.create_exclusive(&new).await?
+            } else {
+                self.create_if_absent(&new).await?
             };
             match created {
                 Created::New(id) => return self.created(id).await,
-                Created::Overlap => {
+                Created::Overlap | Created::Waiting(_) => {
                     return Err(StoreError::Conflict(format!(
-                        "cron {} does not allow overlap and has an execution that is PENDING or \
-                         RUNNING",
-                        cron.id
+                        "cron {} has overlap policy {} and an execution that is PENDING, RUNNING \
+                         or WAITING",
+                        cron.id, cron.overlap_policy
                     )))
                 }
                 // Same instant as another row of this cron: take the next tick.
@@ -132,20 +136,24 @@ impl Store {
                 txn.rollback().await?;
                 return Ok::<_, DbErr>(None);
             };
+            let mut exclusive = false;
             if let Some(job_id) = row.job_id {
                 let mut q = Sql::new(self.dialect);
-                q.push("SELECT allow_overlap FROM cron_jobs WHERE id = ")
+                q.push("SELECT overlap_policy FROM cron_jobs WHERE id = ")
                     .bind(job_id)
                     .push(if self.dialect == Dialect::Sqlite {
                         ""
                     } else {
                         " FOR UPDATE"
                     });
-                let allow_overlap = match txn.query_one(q.build()).await? {
-                    Some(r) => r.try_get_by_index::<bool>(0)?,
-                    None => true,
+                exclusive = match txn.query_one(q.build()).await? {
+                    Some(r) => r
+                        .try_get_by_index::<String>(0)?
+                        .parse::<OverlapPolicy>()
+                        .map_or(true, OverlapPolicy::is_exclusive),
+                    None => false,
                 };
-                if !allow_overlap && has_unfinished(&txn, self.dialect, job_id).await? {
+                if exclusive && has_unfinished(&txn, self.dialect, job_id).await? {
                     txn.rollback().await?;
                     return Ok(Some(Err(job_id)));
                 }
@@ -153,6 +161,8 @@ impl Store {
             let mut q = Sql::new(self.dialect);
             q.push("UPDATE job_executions SET status = ")
                 .status(Status::Pending)
+                .push(", exclusive_run = ")
+                .bind(exclusive)
                 .push(", run_at = ")
                 .now()
                 .push(
@@ -174,8 +184,8 @@ impl Store {
         match retry_transient(run).await? {
             None => Ok(Action::NotFound),
             Some(Err(job_id)) => Ok(Action::Overlap(format!(
-                "cron {job_id} does not allow overlap and has an execution that is PENDING or \
-                 RUNNING"
+                "cron {job_id} allows one execution at a time (overlap policy) and has one that \
+                 is PENDING, RUNNING or WAITING"
             ))),
             Some(Ok(changed)) => {
                 if changed {
@@ -186,7 +196,7 @@ impl Store {
         }
     }
 
-    /// PENDING -> CANCELLED at once; RUNNING gets `cancel_requested`: its worker stops the
+    /// PENDING or WAITING -> CANCELLED at once; RUNNING gets `cancel_requested`: its worker stops the
     /// attempt within a second and records CANCELLED, and every other way the attempt can
     /// end (failure, timeout, lost worker, shutdown release) records CANCELLED too. One
     /// statement, so it cannot fall between a worker's transitions. Final rows are refused.
@@ -198,32 +208,41 @@ impl Store {
                 .status(Status::Running)
                 .push(" THEN ")
                 .bind(true)
-                .push(" ELSE cancel_requested END, finished_at = CASE WHEN status = ")
-                .status(Status::Pending)
+                .push(" ELSE cancel_requested END, finished_at = CASE WHEN status <> ")
+                .status(Status::Running)
                 .push(" THEN ")
                 .now()
-                .push(" ELSE finished_at END, error_message = CASE WHEN status = ")
-                .status(Status::Pending)
+                .push(" ELSE finished_at END, error_message = CASE WHEN status <> ")
+                .status(Status::Running)
                 .push(" THEN ")
                 .bind(CANCELLED_PENDING_MESSAGE)
-                .push(" ELSE error_message END, cancel_reason = CASE WHEN status = ")
-                .status(Status::Pending)
+                .push(" ELSE error_message END, cancel_reason = CASE WHEN status <> ")
+                .status(Status::Running)
                 .push(" THEN ")
                 .bind(CancelReason::Operator.as_str())
                 .push(" ELSE cancel_reason END, updated_at = ")
                 .now()
-                .push(", status = CASE WHEN status = ")
-                .status(Status::Pending)
+                .push(", status = CASE WHEN status <> ")
+                .status(Status::Running)
                 .push(" THEN ")
                 .status(Status::Cancelled)
                 .push(" ELSE status END WHERE id = ")
                 .bind(id)
                 .push(" AND status IN ")
-                .statuses(&[Status::Pending, Status::Running]);
+                .statuses(&[Status::Pending, Status::Running, Status::Waiting]);
             Ok::<_, DbErr>(self.db.execute(q.build()).await?.rows_affected() == 1)
         };
         let changed = retry_transient(run).await?;
-        self.after_action(id, changed).await
+        let action = self.after_action(id, changed).await?;
+        // A cancelled exclusive execution lets its cron's next buffered fire time start.
+        if let Action::Done(row) = &action {
+            if let (true, Some(job_id)) = (row.exclusive_run, row.job_id) {
+                if row.status != Status::Running.as_str() {
+                    self.promote_waiting(&[job_id]).await?;
+                }
+            }
+        }
+        Ok(action)
     }
 
     /// Deletes an execution that is not RUNNING (cancel it first).

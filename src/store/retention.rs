@@ -138,6 +138,10 @@ fn eligible(q: &mut Sql, status: Status, age: f64) {
         .push(
             " AND (e.job_id IS NULL OR EXISTS (SELECT 1 FROM job_executions n \
              WHERE n.job_id = e.job_id AND n.scheduled_time > e.scheduled_time \
-             AND n.finished_at IS NOT NULL))",
-        );
+             AND n.finished_at IS NOT NULL AND n.status NOT IN ",
+        )
+        // A fire time that did not run is no newer result: it does not cost the cron its
+        // last run.
+        .statuses(&Status::NOT_RUN)
+        .push("))");
 }

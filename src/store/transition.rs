@@ -118,9 +118,11 @@ pub(crate) fn retry_or_final(
         .arg(cancelled_error)
         .push(" ELSE ")
         .arg(error)
-        .push(" END, cancel_reason = CASE WHEN cancel_requested THEN ")
+        .push(" END, cancel_reason = CASE WHEN cancel_requested THEN COALESCE(cancel_reason, ")
         .bind(CancelReason::Operator.as_str())
-        .push(" ELSE cancel_reason END, owner_token = NULL, lease_expires_at = NULL, updated_at = ")
+        .push(
+            ") ELSE cancel_reason END, owner_token = NULL, lease_expires_at = NULL, updated_at = ",
+        )
         .now()
         .push(", retry_count = ")
         .push(RETRIES_LEFT)
@@ -294,9 +296,9 @@ pub(crate) fn release_set(q: &mut Sql) {
         .bind(cancelled_while_running(
             "was stopped by its worker's shutdown",
         ))
-        .push(" ELSE error_message END, cancel_reason = CASE WHEN cancel_requested THEN ")
+        .push(" ELSE error_message END, cancel_reason = CASE WHEN cancel_requested THEN COALESCE(cancel_reason, ")
         .bind(CancelReason::Operator.as_str())
-        .push(" ELSE cancel_reason END, owner_token = NULL, lease_expires_at = NULL, updated_at = ")
+        .push(") ELSE cancel_reason END, owner_token = NULL, lease_expires_at = NULL, updated_at = ")
         .now()
         .push(", status = CASE WHEN cancel_requested THEN ")
         .status(Status::Cancelled)

@@ -247,3 +247,19 @@ where
     body(db.clone()).await;
     db.cleanup().await;
 }
+
+/// A cron's executions, oldest fire time first.
+#[allow(dead_code)]
+pub async fn executions_of(
+    store: &Store,
+    job_id: i64,
+) -> Vec<jobu::entities::job_execution::Model> {
+    use jobu::entities::job_execution;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+    job_execution::Entity::find()
+        .filter(job_execution::Column::JobId.eq(job_id))
+        .order_by_asc(job_execution::Column::ScheduledTime)
+        .all(store.connection())
+        .await
+        .expect("read executions")
+}

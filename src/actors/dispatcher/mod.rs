@@ -14,8 +14,9 @@
 //! between them; one that dies mid-page rolls back and its crons are taken by the next page
 //! of another. Creation is insert-if-absent on `UNIQUE(job_id, scheduled_time)` whatever
 //! happens, and a marker moves by conditional update only after its rows are in, in the
-//! same transaction. Crons with `allow_overlap = false` are created at their fire time (no
-//! lookahead) under [`Store::create_exclusive`]'s rule.
+//! same transaction. Crons whose overlap policy is not `allow` are decided at their fire time
+//! (no lookahead) under the policy's rule (`store::overlap`); fire times that do not run
+//! (missed, excluded, skipped) are recorded in the same transaction (`store::fire_times`).
 //!
 //! The lookahead adapts to the load (`pace.rs`): to `lookahead_seconds` it adds the time the
 //! dispatcher expects to need for the crons due within `max_lookahead_seconds`, measured on
@@ -44,6 +45,9 @@ use crate::store::crons::DueQuery;
 use crate::store::{Store, StoreResult};
 use pace::Pace;
 use page::Planner;
+
+/// Crons whose stalled buffered fire times one poll starts at most.
+const STALLED_PER_POLL: u64 = 1000;
 
 /// How soon a tick looks again when crons are due but other dispatchers hold all of them.
 const RETRY_HELD: Duration = Duration::from_millis(100);
@@ -191,6 +195,15 @@ async fn tick(state: &mut DispatcherState) -> StoreResult<Duration> {
                 cancelled,
                 "cancelled executions created ahead for crons that were disabled or deleted since"
             );
+        }
+        // A buffered fire time whose predecessor ended without anyone starting it (the
+        // worker that recorded the end died before asking).
+        let stalled = store.stalled_waiting(STALLED_PER_POLL).await?;
+        if !stalled.is_empty() {
+            let started = store.promote_waiting(&stalled).await?;
+            if started > 0 {
+                tracing::info!(started, "started buffered fire times nobody had started");
+            }
         }
         state.last_poll = Some(Instant::now());
     }

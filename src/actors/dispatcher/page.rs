@@ -9,11 +9,12 @@ use tokio::time::Instant;
 
 use super::plan::{first_candidate, plan_fire_times, Missed};
 use super::DispatcherConfig;
-use crate::entities::cron_job::MisfirePolicy;
-use crate::entities::job_execution::ParamSource;
-use crate::schedule::Schedule;
+use crate::entities::cron_job::{MisfirePolicy, OverlapPolicy};
+use crate::entities::job_execution::{ParamSource, Status};
+use crate::schedule::{Schedule, Timetable};
 use crate::store::create::{Created, NewExecution};
-use crate::store::crons::{CronStep, DueCron, DuePage, MarkerMove};
+use crate::store::crons::{stored_dates, CronStep, DueCron, DuePage, MarkerMove};
+use crate::store::fire_times::LedgerRow;
 
 /// Planning stops taking crons into a page after this long (the page's crons stay locked
 /// meanwhile); the rest of the page is left to the next one. Only catch-up after long
@@ -43,6 +44,7 @@ pub(super) struct Planner {
 pub(super) struct Note {
     name: String,
     handler: String,
+    policy: OverlapPolicy,
     /// Newly scheduled (it had no marker): the expression and zone, for the log.
     scheduled: Option<(String, String)>,
     missed: Option<(Missed, MisfirePolicy)>,
@@ -91,14 +93,21 @@ impl Planner {
         let mut note = Note {
             name: cron.name.clone(),
             handler: cron.handler_name.clone(),
+            policy: OverlapPolicy::Allow,
             scheduled: None,
             missed: None,
             ended: false,
         };
+        let policy: OverlapPolicy = cron.overlap_policy.parse().unwrap_or_else(|e: String| {
+            tracing::warn!(job_id = cron.id, error = %e, "using overlap policy `skip`");
+            OverlapPolicy::Skip
+        });
+        note.policy = policy;
         let mut step = CronStep {
             cron_id: cron.id,
             create: Vec::new(),
-            exclusive: !cron.allow_overlap,
+            policy,
+            ledger: Vec::new(),
             // Not plannable here: no marker, so it does not look due; every poll reads it
             // again, and an edit that fixes it is planned then.
             marker: MarkerMove::Clear,
@@ -111,10 +120,10 @@ impl Planner {
             }
         };
         self.refused.remove(&cron.id);
-        let horizon = if cron.allow_overlap {
-            now + lookahead
-        } else {
+        let horizon = if policy.is_exclusive() {
             now
+        } else {
+            now + lookahead
         };
         let Some(first) = first_candidate(
             cron.next_fire_time,
@@ -134,7 +143,7 @@ impl Planner {
             step.marker = MarkerMove::To(first);
             return (step, note);
         }
-        let policy = cron.misfire_policy.parse().unwrap_or_else(|e: String| {
+        let misfire = cron.misfire_policy.parse().unwrap_or_else(|e: String| {
             tracing::warn!(job_id = cron.id, error = %e, "using misfire policy `latest`");
             MisfirePolicy::Latest
         });
@@ -144,24 +153,46 @@ impl Planner {
             now,
             horizon,
             self.grace,
-            policy,
+            misfire,
             self.max_catchup,
         );
-        step.create = plan
-            .create
-            .iter()
-            .map(|fire| NewExecution {
-                job_id: Some(cron.id),
-                handler_name: cron.handler_name.clone(),
-                scheduled_time: *fire,
-                run_at: *fire,
-                params: cron.handler_params.clone(),
-                param_source: ParamSource::Cron,
-                max_retry: cron.max_retry,
-                timeout_seconds: cron.timeout_seconds,
-            })
-            .collect();
-        note.missed = plan.missed.map(|m| (m, policy));
+        let timetable = Timetable::new(
+            schedule.clone(),
+            &stored_dates(cron.excluded_dates.as_ref()),
+            cron.jitter_seconds.max(0) as u32,
+        );
+        let row = |fire: DateTime<Utc>, run_at: DateTime<Utc>| NewExecution {
+            job_id: Some(cron.id),
+            handler_name: cron.handler_name.clone(),
+            scheduled_time: fire,
+            run_at,
+            params: cron.handler_params.clone(),
+            param_source: ParamSource::Cron,
+            max_retry: cron.max_retry,
+            timeout_seconds: cron.timeout_seconds,
+        };
+        if let Some(missed) = &plan.missed {
+            if missed.dropped() > 0 {
+                step.ledger
+                    .push(missed_row(row(missed.first, missed.first), missed, misfire));
+            }
+        }
+        for fire in &plan.create {
+            if timetable.is_excluded(*fire) {
+                let local = fire.with_timezone(&schedule.timezone()).date_naive();
+                step.ledger.push(LedgerRow {
+                    first: row(*fire, *fire),
+                    status: Status::Excluded,
+                    until: None,
+                    count: 1,
+                    message: format!("excluded: {local} is an excluded date of the cron"),
+                });
+            } else {
+                step.create
+                    .push(row(*fire, timetable.run_at(cron.id, *fire)));
+            }
+        }
+        note.missed = plan.missed.map(|m| (m, misfire));
         match plan.next_marker {
             Some(next) => step.marker = MarkerMove::To(next),
             None => note.ended = true,
@@ -214,6 +245,35 @@ impl Planner {
     }
 }
 
+/// The MISSED row of an outage: every fire time the misfire policy drops, in one row.
+fn missed_row(first: NewExecution, missed: &Missed, policy: MisfirePolicy) -> LedgerRow {
+    let dropped = missed.dropped();
+    let until = missed.last_dropped.filter(|t| *t != missed.first);
+    let how_many = if missed.exact {
+        format!("{dropped}")
+    } else {
+        format!("at least {dropped}")
+    };
+    let kept = match (policy, missed.kept) {
+        (_, 0) => String::new(),
+        (MisfirePolicy::Latest, _) => "; the latest one ran instead".to_string(),
+        (_, kept) => format!("; the last {kept} ran"),
+    };
+    LedgerRow {
+        first,
+        status: Status::Missed,
+        until,
+        count: i32::try_from(dropped).unwrap_or(i32::MAX),
+        message: format!(
+            "missed: no dispatcher was running; {how_many} fire times from {} to {} dropped by \
+             misfire policy {}{kept}",
+            missed.first.to_rfc3339(),
+            missed.last_dropped.unwrap_or(missed.first).to_rfc3339(),
+            policy.as_str()
+        ),
+    }
+}
+
 /// What a pass did, for its log and its pace.
 #[derive(Debug, Default)]
 pub(super) struct Tally {
@@ -222,6 +282,11 @@ pub(super) struct Tally {
     pub new: u64,
     pub existed: u64,
     pub overlap: u64,
+    /// Created WAITING behind an unfinished execution (buffer policies, replace).
+    pub waiting: u64,
+    /// Fire times recorded MISSED or EXCLUDED.
+    pub missed: u64,
+    pub excluded: u64,
     pub first_fire: Option<DateTime<Utc>>,
     pub last_fire: Option<DateTime<Utc>>,
 }
@@ -229,7 +294,7 @@ pub(super) struct Tally {
 impl Tally {
     /// Rows the pass wrote or found (its pace counts them).
     pub fn rows(&self) -> u64 {
-        self.new + self.existed
+        self.new + self.existed + self.waiting
     }
 
     /// Logs a committed page's steps and adds them up.
@@ -237,6 +302,26 @@ impl Tally {
         self.pages += 1;
         self.decided += page.steps.len();
         for (done, note) in &page.steps {
+            for (row, written) in done.ledger.iter().zip(&done.recorded) {
+                if !written {
+                    continue;
+                }
+                let n = row.count.max(1) as u64;
+                match row.status {
+                    Status::Missed => self.missed += n,
+                    _ => self.excluded += n,
+                }
+                crate::metrics::fire_times_decided(row.status.decision(), n);
+                tracing::info!(
+                    job_id = done.cron_id,
+                    cron = %note.name,
+                    scheduled_time = %row.first.scheduled_time.to_rfc3339(),
+                    fire_times = n,
+                    decision = row.status.decision(),
+                    reason = %row.message,
+                    "fire time recorded as not run"
+                );
+            }
             if let Some((expression, timezone)) = &note.scheduled {
                 tracing::info!(
                     job_id = done.cron_id,
@@ -256,6 +341,7 @@ impl Tally {
                 match created {
                     Created::New(execution_id) => {
                         self.new += 1;
+                        crate::metrics::fire_times_decided("run", 1);
                         tracing::debug!(
                             execution_id,
                             job_id = done.cron_id,
@@ -272,15 +358,29 @@ impl Tally {
                             "execution existed already"
                         );
                     }
+                    Created::Waiting(execution_id) => {
+                        self.waiting += 1;
+                        crate::metrics::fire_times_decided("run", 1);
+                        tracing::info!(
+                            execution_id,
+                            job_id = done.cron_id,
+                            cron = %note.name,
+                            handler = %note.handler,
+                            scheduled_time = %fire.to_rfc3339(),
+                            policy = note.policy.as_str(),
+                            "fire time waits: an execution of the cron has not finished"
+                        );
+                    }
                     Created::Overlap => {
                         self.overlap += 1;
+                        crate::metrics::fire_times_decided("skipped", 1);
                         tracing::info!(
                             job_id = done.cron_id,
                             cron = %note.name,
                             handler = %note.handler,
                             scheduled_time = %fire.to_rfc3339(),
-                            "fire time skipped: the previous execution has not finished \
-                             (allow_overlap = false)"
+                            policy = note.policy.as_str(),
+                            "fire time skipped: an execution of the cron has not finished"
                         );
                     }
                 }
@@ -297,13 +397,17 @@ impl Tally {
 
     /// One line per pass that created anything.
     pub fn log(&self, elapsed: std::time::Duration, lookahead: chrono::Duration) {
-        if self.new == 0 && self.existed == 0 && self.overlap == 0 {
+        if self.new + self.existed + self.overlap + self.waiting + self.missed + self.excluded == 0
+        {
             return;
         }
         tracing::info!(
             created = self.new,
             existed = self.existed,
+            waiting = self.waiting,
             skipped_overlap = self.overlap,
+            missed = self.missed,
+            excluded = self.excluded,
             crons = self.decided,
             pages = self.pages,
             first_fire_time = %self.first_fire.map(|t| t.to_rfc3339()).unwrap_or_default(),

@@ -61,6 +61,9 @@ pub(crate) struct Missed {
     pub first: DateTime<Utc>,
     /// The latest missed fire time, the last one before the cutoff.
     pub last: DateTime<Utc>,
+    /// The latest missed fire time the policy drops (the one before the first kept), if
+    /// it drops any: the dropped ones are `first..=last_dropped`.
+    pub last_dropped: Option<DateTime<Utc>>,
 }
 
 impl Missed {
@@ -102,8 +105,8 @@ pub(crate) fn plan_fire_times(
             MisfirePolicy::Latest => 1,
             MisfirePolicy::All => max_catchup,
         };
-        // At least the last one is wanted, for the record, even when none runs.
-        let wanted = keep.max(1);
+        // One more than the policy keeps: the last one it drops, for the ledger.
+        let wanted = keep.saturating_add(1);
         let budget = wanted.saturating_add(MISSED_WALK);
         let walked = walk(schedule, Some(first), cutoff, wanted, budget);
         let (tail, count, exact) = if walked.complete {
@@ -120,6 +123,9 @@ pub(crate) fn plan_fire_times(
         next = tail.next;
         let last = tail.kept.back().copied().unwrap_or(first);
         let skipped = tail.kept.len().saturating_sub(keep);
+        let last_dropped = skipped
+            .checked_sub(1)
+            .and_then(|i| tail.kept.get(i).copied());
         create.extend(tail.kept.into_iter().skip(skipped));
         missed = Some(Missed {
             count,
@@ -127,6 +133,7 @@ pub(crate) fn plan_fire_times(
             kept: create.len(),
             first,
             last,
+            last_dropped,
         });
     }
     let mut scanned = 0;
@@ -325,6 +332,7 @@ mod tests {
                 kept: 0,
                 first: at("2026-01-01T10:00:00Z"),
                 last: at("2026-01-01T10:09:00Z"),
+                last_dropped: Some(at("2026-01-01T10:09:00Z")),
             })
         );
         assert_eq!(p.missed.map(|m| m.dropped()), Some(10));
@@ -342,6 +350,7 @@ mod tests {
         assert_eq!((missed.count, missed.exact, missed.kept), (10, true, 1));
         assert_eq!(missed.dropped(), 9);
         assert_eq!(missed.last, at("2026-01-01T10:09:00Z"));
+        assert_eq!(missed.last_dropped, Some(at("2026-01-01T10:08:00Z")));
     }
 
     #[test]
@@ -361,6 +370,9 @@ mod tests {
         let missed = p.missed.expect("missed");
         assert_eq!((missed.count, missed.exact, missed.kept), (10, true, 3));
         assert_eq!(missed.dropped(), 7);
+        assert_eq!(missed.last_dropped, Some(at("2026-01-01T10:06:00Z")));
+        let p = plan(MisfirePolicy::All, 100);
+        assert_eq!(p.missed.expect("missed").last_dropped, None);
     }
 
     #[test]

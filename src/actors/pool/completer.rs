@@ -161,11 +161,23 @@ async fn run(
             Ok(results) => {
                 failures = 0;
                 let mut ids = Vec::with_capacity(batch.len());
+                let mut exclusive_crons = Vec::new();
                 for (entry, result) in batch.drain(..).zip(results) {
                     log_written(&worker, &entry.ended, result);
-                    ids.push(entry.ended.execution.id);
+                    let execution = &entry.ended.execution;
+                    ids.push(execution.id);
+                    if let (true, Some(job_id)) = (execution.exclusive_run, execution.job_id) {
+                        exclusive_crons.push(job_id);
+                    }
                 }
                 let _ = pool.send_message(PoolMsg::Recorded(ids));
+                // The next buffered fire time of those crons may start now (a dispatcher's
+                // poll does it too, should this fail).
+                if !exclusive_crons.is_empty() {
+                    if let Err(e) = store.promote_waiting(&exclusive_crons).await {
+                        tracing::warn!(worker = %worker, error = %e, "cannot start the next buffered fire time; a dispatcher's poll will");
+                    }
+                }
             }
             Err(e) => {
                 failures += 1;

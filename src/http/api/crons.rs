@@ -1,17 +1,13 @@
-//! `/api/crons`: list, create, read, update, delete, enable/disable, run now, next fire
-//! times. Every write is validated in full before anything is stored.
+//! `/api/crons`: list, create, read, update, delete, enable/disable, run now (the fire
+//! times and previews are in `schedules.rs`). Every write is validated in full before anything is stored.
 
 use std::sync::Arc;
 
-use chrono::{SecondsFormat, Utc};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
-use super::models::{
-    Cron, CronCreate, CronToggle, CronUpdate, Execution, FireTime, NextFireTimes, Page,
-    DEFAULT_PAGE_SIZE,
-};
+use super::models::{Cron, CronCreate, CronToggle, CronUpdate, Execution, Page, DEFAULT_PAGE_SIZE};
 use super::strict::{OptionalJson, Strict};
 use super::{validate, AdminState, ApiTag};
 use crate::entities::cron_job::MisfirePolicy;
@@ -23,8 +19,6 @@ use crate::store::queries::ExecutionView;
 const DEFAULT_MAX_RETRY: i32 = 3;
 const DEFAULT_TIMEOUT_SECONDS: i32 = 300;
 const DEFAULT_TIMEZONE: &str = "UTC";
-/// Fire times `GET /api/crons/{id}/next` returns when no count is given.
-const DEFAULT_NEXT_COUNT: u32 = 5;
 
 #[derive(ApiResponse)]
 pub enum CronCreated {
@@ -89,11 +83,11 @@ impl CronsApi {
         if let Some(d) = &b.description {
             validate::text("description", d, true)?;
         }
-        validate::schedule(
-            &b.cron_expression,
-            &timezone,
-            self.state.min_cron_interval_seconds,
-        )?;
+        let expression = validate::expression(&b.cron_expression)?;
+        validate::schedule(&expression, &timezone, self.state.min_cron_interval_seconds)?;
+        let excluded_dates = validate::excluded_dates(b.excluded_dates.as_deref().unwrap_or(&[]))?;
+        let overlap_policy =
+            validate::overlap(b.overlap_policy, b.allow_overlap)?.unwrap_or_default();
         let params = b.handler_params.filter(|v| !v.is_null());
         validate::handler(
             &self.state.registry,
@@ -104,12 +98,14 @@ impl CronsApi {
         let new = NewCron {
             name: b.name,
             description: b.description,
-            cron_expression: b.cron_expression,
+            cron_expression: expression,
             timezone,
             handler_name: b.handler_name,
             handler_params: params,
             is_enabled: b.is_enabled.unwrap_or(true),
-            allow_overlap: b.allow_overlap.unwrap_or(true),
+            overlap_policy,
+            excluded_dates,
+            jitter_seconds: b.jitter_seconds.unwrap_or(0).max(0) as u32,
             max_retry: b.max_retry.unwrap_or(DEFAULT_MAX_RETRY),
             timeout_seconds: b.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS),
             misfire_policy: b
@@ -156,13 +152,22 @@ impl CronsApi {
                 t
             }
         });
+        let expression = b
+            .cron_expression
+            .as_ref()
+            .map(validate::expression)
+            .transpose()?;
         validate::schedule(
-            b.cron_expression
-                .as_deref()
-                .unwrap_or(&current.cron_expression),
+            expression.as_deref().unwrap_or(&current.cron_expression),
             timezone.as_deref().unwrap_or(&current.timezone),
             self.state.min_cron_interval_seconds,
         )?;
+        let excluded_dates = b
+            .excluded_dates
+            .as_deref()
+            .map(validate::excluded_dates)
+            .transpose()?;
+        let overlap_policy = validate::overlap(b.overlap_policy, b.allow_overlap)?;
         let params_change = change(&b.handler_params).map(|p| p.filter(|v| !v.is_null()));
         let params = match &params_change {
             None => current.handler_params.clone(),
@@ -177,12 +182,14 @@ impl CronsApi {
         let changes = CronChanges {
             name: b.name,
             description,
-            cron_expression: b.cron_expression,
+            cron_expression: expression,
             timezone,
             handler_name: b.handler_name,
             handler_params: params_change,
             is_enabled: b.is_enabled,
-            allow_overlap: b.allow_overlap,
+            overlap_policy,
+            excluded_dates,
+            jitter_seconds: b.jitter_seconds.map(|j| j.max(0) as u32),
             max_retry: b.max_retry,
             timeout_seconds: b.timeout_seconds,
             misfire_policy: b.misfire_policy.map(MisfirePolicy::from),
@@ -282,51 +289,24 @@ impl CronsApi {
         };
         Ok(ExecutionCreated::Created(Json(view.into())))
     }
-
-    /// The next fire times of a cron, in UTC and in its zone.
-    #[oai(
-        path = "/crons/:id/next",
-        method = "get",
-        operation_id = "next_fire_times"
-    )]
-    async fn next(
-        &self,
-        id: Path<i64>,
-        /// How many, 1 to 100 (default 5).
-        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
-        count: Query<Option<u32>>,
-    ) -> Result<Json<NextFireTimes>, ApiError> {
-        let cron = self.find(id.0).await?;
-        // A stored cron may predate a stricter minimum interval; show its times anyway.
-        let schedule = validate::schedule(&cron.cron_expression, &cron.timezone, 0)?;
-        let zone = schedule.timezone();
-        let times = schedule
-            .iter_after(Utc::now())
-            .take(count.0.unwrap_or(DEFAULT_NEXT_COUNT) as usize)
-            .map(|t| FireTime {
-                utc: t.into(),
-                local: t
-                    .with_timezone(&zone)
-                    .to_rfc3339_opts(SecondsFormat::Secs, true),
-            })
-            .collect();
-        Ok(Json(NextFireTimes {
-            cron_id: cron.id,
-            cron_expression: cron.cron_expression,
-            timezone: cron.timezone,
-            times,
-        }))
-    }
 }
 
 impl CronsApi {
     async fn find(&self, id: i64) -> Result<crate::entities::cron_job::Model, ApiError> {
-        self.state
-            .store
-            .cron(id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("cron", id))
+        find_cron(&self.state, id).await
     }
+}
+
+/// The cron `id`, or 404.
+pub(super) async fn find_cron(
+    state: &AdminState,
+    id: i64,
+) -> Result<crate::entities::cron_job::Model, ApiError> {
+    state
+        .store
+        .cron(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("cron", id))
 }
 
 /// `None`: the field was absent; `Some(None)`: it was `null` (clear it).

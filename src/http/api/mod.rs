@@ -5,6 +5,7 @@
 pub mod crons;
 pub mod jobs;
 pub mod models;
+pub mod schedules;
 pub mod strict;
 pub mod system;
 pub mod validate;
@@ -38,12 +39,20 @@ pub enum ApiTag {
     System,
 }
 
-pub type Apis = (crons::CronsApi, jobs::JobsApi, system::SystemApi);
+pub type Apis = (
+    crons::CronsApi,
+    schedules::SchedulesApi,
+    jobs::JobsApi,
+    system::SystemApi,
+);
 
 /// The OpenAPI service: the operations plus their spec.
 pub fn service(state: Arc<AdminState>) -> OpenApiService<Apis, ()> {
     let apis = (
         crons::CronsApi {
+            state: state.clone(),
+        },
+        schedules::SchedulesApi {
             state: state.clone(),
         },
         jobs::JobsApi {

@@ -4,11 +4,11 @@
 //! them too.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::{Enum, Object};
+use poem_openapi::{Enum, Object, Union};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::entities::cron_job::{self, MisfirePolicy};
+use crate::entities::cron_job::{self, MisfirePolicy, OverlapPolicy};
 use crate::entities::job_execution::{CancelReason, ParamSource, Status};
 use crate::store::queries::ExecutionView;
 use crate::store::workers::LiveWorker;
@@ -103,6 +103,14 @@ pub enum StatusDto {
     Failed,
     Timeout,
     Cancelled,
+    /// A fire time buffered behind an unfinished execution of its cron.
+    Waiting,
+    /// A fire time its cron's overlap policy did not run.
+    Skipped,
+    /// Fire times dropped by the misfire policy (every dispatcher was down).
+    Missed,
+    /// A fire time on one of the cron's excluded dates.
+    Excluded,
 }
 
 impl From<StatusDto> for Status {
@@ -114,6 +122,10 @@ impl From<StatusDto> for Status {
             StatusDto::Failed => Status::Failed,
             StatusDto::Timeout => Status::Timeout,
             StatusDto::Cancelled => Status::Cancelled,
+            StatusDto::Waiting => Status::Waiting,
+            StatusDto::Skipped => Status::Skipped,
+            StatusDto::Missed => Status::Missed,
+            StatusDto::Excluded => Status::Excluded,
         }
     }
 }
@@ -127,6 +139,10 @@ impl From<Status> for StatusDto {
             Status::Failed => StatusDto::Failed,
             Status::Timeout => StatusDto::Timeout,
             Status::Cancelled => StatusDto::Cancelled,
+            Status::Waiting => StatusDto::Waiting,
+            Status::Skipped => StatusDto::Skipped,
+            Status::Missed => StatusDto::Missed,
+            Status::Excluded => StatusDto::Excluded,
         }
     }
 }
@@ -148,6 +164,79 @@ pub enum CancelReasonDto {
     Operator,
     /// It was created ahead of its fire time and its cron was disabled or deleted first.
     Unscheduled,
+    /// Its cron's overlap policy is `replace` and a later fire time came.
+    Replaced,
+}
+
+/// What a fire time does while an execution of the cron is unfinished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Deserialize)]
+#[oai(rename_all = "snake_case", rename = "OverlapPolicy")]
+#[serde(rename_all = "snake_case")]
+pub enum OverlapPolicyDto {
+    /// Every fire time runs, concurrently if need be (the default).
+    Allow,
+    /// Not run while one is unfinished (recorded SKIPPED).
+    Skip,
+    /// One fire time waits and starts when the unfinished one ends; further ones are skipped.
+    BufferOne,
+    /// Every fire time runs, one after another, in fire-time order.
+    BufferAll,
+    /// The unfinished execution is cancelled; the new one starts once it has stopped.
+    Replace,
+}
+
+impl From<OverlapPolicyDto> for OverlapPolicy {
+    fn from(p: OverlapPolicyDto) -> Self {
+        match p {
+            OverlapPolicyDto::Allow => OverlapPolicy::Allow,
+            OverlapPolicyDto::Skip => OverlapPolicy::Skip,
+            OverlapPolicyDto::BufferOne => OverlapPolicy::BufferOne,
+            OverlapPolicyDto::BufferAll => OverlapPolicy::BufferAll,
+            OverlapPolicyDto::Replace => OverlapPolicy::Replace,
+        }
+    }
+}
+
+impl From<OverlapPolicy> for OverlapPolicyDto {
+    fn from(p: OverlapPolicy) -> Self {
+        match p {
+            OverlapPolicy::Allow => OverlapPolicyDto::Allow,
+            OverlapPolicy::Skip => OverlapPolicyDto::Skip,
+            OverlapPolicy::BufferOne => OverlapPolicyDto::BufferOne,
+            OverlapPolicy::BufferAll => OverlapPolicyDto::BufferAll,
+            OverlapPolicy::Replace => OverlapPolicyDto::Replace,
+        }
+    }
+}
+
+/// A cron expression, or a list of them whose fire times are the union (a time matched by
+/// two runs once).
+#[derive(Debug, Clone, PartialEq, Eq, Union, Deserialize)]
+#[oai(one_of)]
+#[serde(untagged)]
+pub enum CronExpressionDto {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl CronExpressionDto {
+    /// The expression as stored: one expression, or a JSON array of them.
+    pub fn stored(&self) -> String {
+        match self {
+            CronExpressionDto::One(e) => e.clone(),
+            CronExpressionDto::Many(list) => crate::schedule::Schedule::canonical_text(list),
+        }
+    }
+
+    /// As a stored expression reads back.
+    pub fn from_stored(text: &str) -> CronExpressionDto {
+        if text.trim_start().starts_with('[') {
+            if let Ok(list) = serde_json::from_str::<Vec<String>>(text) {
+                return CronExpressionDto::Many(list);
+            }
+        }
+        CronExpressionDto::One(text.to_string())
+    }
 }
 
 /// A schedule.
@@ -156,12 +245,18 @@ pub struct Cron {
     pub id: i64,
     pub name: String,
     pub description: Option<String>,
-    pub cron_expression: String,
+    pub cron_expression: CronExpressionDto,
     pub timezone: String,
     pub handler_name: String,
     pub handler_params: Option<Value>,
     pub is_enabled: bool,
+    pub overlap_policy: OverlapPolicyDto,
+    /// `overlap_policy` is `allow` (the field of earlier versions).
     pub allow_overlap: bool,
+    /// Local dates (`YYYY-MM-DD`, in `timezone`) on which the cron does not fire.
+    pub excluded_dates: Vec<String>,
+    /// Each fire time starts up to this many seconds late (deterministic per fire time).
+    pub jitter_seconds: i32,
     pub max_retry: i32,
     pub timeout_seconds: i32,
     pub misfire_policy: MisfirePolicyDto,
@@ -196,16 +291,26 @@ impl From<cron_job::Model> for Cron {
             MisfirePolicy::Latest => MisfirePolicyDto::Latest,
             MisfirePolicy::All => MisfirePolicyDto::All,
         };
+        let overlap = m
+            .overlap_policy
+            .parse::<OverlapPolicy>()
+            .unwrap_or_default();
         Cron {
             id: m.id,
             name: m.name,
             description: m.description,
-            cron_expression: m.cron_expression,
+            cron_expression: CronExpressionDto::from_stored(&m.cron_expression),
             timezone: m.timezone,
             handler_name: m.handler_name,
             handler_params: m.handler_params.filter(|v| !v.is_null()),
             is_enabled: m.is_enabled,
-            allow_overlap: m.allow_overlap,
+            overlap_policy: overlap.into(),
+            allow_overlap: overlap == OverlapPolicy::Allow,
+            excluded_dates: crate::store::crons::stored_dates(m.excluded_dates.as_ref())
+                .iter()
+                .map(|d| d.format("%Y-%m-%d").to_string())
+                .collect(),
+            jitter_seconds: m.jitter_seconds,
             max_retry: m.max_retry,
             timeout_seconds: m.timeout_seconds,
             misfire_policy: policy,
@@ -227,9 +332,10 @@ pub struct CronCreate {
     pub name: String,
     #[oai(validator(max_length = 10000))]
     pub description: Option<String>,
-    /// Five-field Unix crontab (or six with seconds first, or a macro such as `@daily`).
-    #[oai(validator(min_length = 1, max_length = 255))]
-    pub cron_expression: String,
+    /// Five-field Unix crontab (or six with seconds first, or a macro such as `@daily`),
+    /// croniter's `L`, `nW`, `D#n` and `LD` day forms included; or a list of up to 32 such
+    /// expressions, whose fire times are the union.
+    pub cron_expression: CronExpressionDto,
     /// IANA time zone the expression is read in; default `UTC`.
     #[oai(validator(max_length = 64))]
     pub timezone: Option<String>,
@@ -240,8 +346,18 @@ pub struct CronCreate {
     pub handler_params: Option<Value>,
     /// Default true.
     pub is_enabled: Option<bool>,
-    /// Default true; false keeps at most one PENDING or RUNNING execution.
+    /// Default `allow`.
+    pub overlap_policy: Option<OverlapPolicyDto>,
+    /// The field of earlier versions: true = `allow`, false = `skip`. Refused when it
+    /// disagrees with `overlap_policy`.
     pub allow_overlap: Option<bool>,
+    /// Local dates (`YYYY-MM-DD`, in `timezone`) on which the cron does not fire (holidays);
+    /// at most 1000.
+    pub excluded_dates: Option<Vec<String>>,
+    /// Each fire time starts up to this many seconds late, by a delay derived from (cron,
+    /// fire time), never at or past the next fire time; default 0.
+    #[oai(validator(minimum(value = "0"), maximum(value = "86400")))]
+    pub jitter_seconds: Option<i32>,
     /// Retries after the first attempt; default 3.
     #[oai(validator(minimum(value = "0"), maximum(value = "100")))]
     pub max_retry: Option<i32>,
@@ -263,8 +379,7 @@ pub struct CronUpdate {
     #[oai(validator(max_length = 10000))]
     #[serde(default)]
     pub description: poem_openapi::types::MaybeUndefined<String>,
-    #[oai(validator(min_length = 1, max_length = 255))]
-    pub cron_expression: Option<String>,
+    pub cron_expression: Option<CronExpressionDto>,
     #[oai(validator(max_length = 64))]
     pub timezone: Option<String>,
     #[oai(validator(min_length = 1, max_length = 100))]
@@ -272,7 +387,13 @@ pub struct CronUpdate {
     #[serde(default)]
     pub handler_params: poem_openapi::types::MaybeUndefined<Value>,
     pub is_enabled: Option<bool>,
+    pub overlap_policy: Option<OverlapPolicyDto>,
+    /// true = `allow`, false = `skip` (the field of earlier versions).
     pub allow_overlap: Option<bool>,
+    /// The whole list; `[]` clears it.
+    pub excluded_dates: Option<Vec<String>>,
+    #[oai(validator(minimum(value = "0"), maximum(value = "86400")))]
+    pub jitter_seconds: Option<i32>,
     #[oai(validator(minimum(value = "0"), maximum(value = "100")))]
     pub max_retry: Option<i32>,
     #[oai(validator(minimum(value = "1"), maximum(value = "86400")))]
@@ -313,23 +434,6 @@ impl<T: poem_openapi::types::ParseFromJSON + poem_openapi::types::ToJSON> Page<T
     }
 }
 
-/// A fire time in UTC and in the cron's zone.
-#[derive(Debug, Clone, Object)]
-pub struct FireTime {
-    pub utc: Instant,
-    /// RFC 3339 with the zone's offset at that instant.
-    pub local: String,
-}
-
-/// The next fire times of a cron.
-#[derive(Debug, Clone, Object)]
-pub struct NextFireTimes {
-    pub cron_id: i64,
-    pub cron_expression: String,
-    pub timezone: String,
-    pub times: Vec<FireTime>,
-}
-
 /// An execution: one fire time of a cron, or one ad-hoc run.
 #[derive(Debug, Clone, Object)]
 pub struct Execution {
@@ -359,6 +463,10 @@ pub struct Execution {
     pub result: Option<Value>,
     pub created_at: Instant,
     pub updated_at: Instant,
+    /// A MISSED row stands for the fire times from `scheduled_time` to this one.
+    pub fire_time_until: Option<Instant>,
+    /// How many fire times the row stands for (1 but for MISSED rows).
+    pub fire_count: i32,
 }
 
 impl From<ExecutionView> for Execution {
@@ -395,6 +503,7 @@ impl From<ExecutionView> for Execution {
                 Some(r) if r == CancelReason::Unscheduled.as_str() => {
                     Some(CancelReasonDto::Unscheduled)
                 }
+                Some(r) if r == CancelReason::Replaced.as_str() => Some(CancelReasonDto::Replaced),
                 _ => None,
             },
             started_at: e.started_at.map(Instant),
@@ -403,6 +512,8 @@ impl From<ExecutionView> for Execution {
             result: e.result.filter(|v| !v.is_null()),
             created_at: Instant(e.created_at),
             updated_at: Instant(e.updated_at),
+            fire_time_until: e.fire_time_until.map(Instant),
+            fire_count: e.fire_count,
         }
     }
 }
@@ -496,6 +607,14 @@ pub struct StatusCounts {
     pub timeout: u64,
     #[oai(rename = "CANCELLED")]
     pub cancelled: u64,
+    #[oai(rename = "WAITING")]
+    pub waiting: u64,
+    #[oai(rename = "SKIPPED")]
+    pub skipped: u64,
+    #[oai(rename = "MISSED")]
+    pub missed: u64,
+    #[oai(rename = "EXCLUDED")]
+    pub excluded: u64,
 }
 
 impl From<&std::collections::BTreeMap<Status, u64>> for StatusCounts {
@@ -508,6 +627,10 @@ impl From<&std::collections::BTreeMap<Status, u64>> for StatusCounts {
             failed: n(Status::Failed),
             timeout: n(Status::Timeout),
             cancelled: n(Status::Cancelled),
+            waiting: n(Status::Waiting),
+            skipped: n(Status::Skipped),
+            missed: n(Status::Missed),
+            excluded: n(Status::Excluded),
         }
     }
 }

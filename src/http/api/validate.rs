@@ -5,7 +5,10 @@
 use serde_json::Value;
 
 use super::super::error::ApiError;
+use super::models::{CronExpressionDto, OverlapPolicyDto};
+use crate::entities::cron_job::OverlapPolicy;
 use crate::handlers::Registry;
+use crate::schedule::MAX_EXPRESSIONS;
 use crate::schedule::{Schedule, ScheduleError};
 
 /// Rejects NUL and other control characters (PostgreSQL cannot store NUL in text at all).
@@ -128,5 +131,64 @@ pub fn instant(field: &str, t: chrono::DateTime<chrono::Utc>) -> Result<(), ApiE
             field,
             format!("{field} must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z"),
         ))
+    }
+}
+
+/// The expression of a request (one, or a list of up to [`MAX_EXPRESSIONS`]) as stored.
+pub fn expression(expr: &CronExpressionDto) -> Result<String, ApiError> {
+    let bad =
+        |message: String| ApiError::invalid("invalid_cron_expression", "cron_expression", message);
+    let members: Vec<&String> = match expr {
+        CronExpressionDto::One(e) => vec![e],
+        CronExpressionDto::Many(list) => {
+            if list.is_empty() {
+                return Err(bad("cron_expression must not be an empty list".into()));
+            }
+            if list.len() > MAX_EXPRESSIONS {
+                return Err(bad(format!(
+                    "cron_expression lists {} expressions; at most {MAX_EXPRESSIONS}",
+                    list.len()
+                )));
+            }
+            list.iter().collect()
+        }
+    };
+    for member in members {
+        text("cron_expression", member, false)?;
+        if member.trim().is_empty() || member.len() > 255 {
+            return Err(bad(format!(
+                "each cron expression must be 1 to 255 characters (got {})",
+                member.len()
+            )));
+        }
+    }
+    Ok(expr.stored())
+}
+
+/// Excluded dates of a request: `YYYY-MM-DD`, at most
+/// [`crate::schedule::MAX_EXCLUDED_DATES`].
+pub fn excluded_dates(dates: &[String]) -> Result<Vec<chrono::NaiveDate>, ApiError> {
+    crate::schedule::parse_excluded_dates(dates)
+        .map_err(|e| ApiError::invalid("invalid_excluded_dates", "excluded_dates", e.to_string()))
+}
+
+/// The overlap policy from `overlap_policy` and the older `allow_overlap`; `None` when
+/// neither is given. Both given and disagreeing is refused.
+pub fn overlap(
+    policy: Option<OverlapPolicyDto>,
+    allow_overlap: Option<bool>,
+) -> Result<Option<OverlapPolicy>, ApiError> {
+    let policy = policy.map(OverlapPolicy::from);
+    match (policy, allow_overlap) {
+        (Some(p), Some(allow)) if (p == OverlapPolicy::Allow) != allow => Err(ApiError::invalid(
+            "conflicting_fields",
+            "allow_overlap",
+            format!(
+                "allow_overlap {allow} contradicts overlap_policy {p}; send overlap_policy alone"
+            ),
+        )),
+        (Some(p), _) => Ok(Some(p)),
+        (None, Some(allow)) => Ok(Some(OverlapPolicy::from_allow_overlap(allow))),
+        (None, None) => Ok(None),
     }
 }

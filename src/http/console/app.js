@@ -7,10 +7,13 @@ const TOKEN_KEY = 'jobu_token';
 const PAGE_SIZE = 20;
 const LIST_REFRESH_MS = 2500;
 const DETAIL_REFRESH_MS = 2000;
-const STATUSES = ['PENDING', 'RUNNING', 'SUCCESS', 'FAILED', 'TIMEOUT', 'CANCELLED'];
+const STATUSES = [
+  'PENDING', 'RUNNING', 'SUCCESS', 'FAILED', 'TIMEOUT', 'CANCELLED',
+  'WAITING', 'SKIPPED', 'MISSED', 'EXCLUDED',
+];
 const RETRYABLE = new Set(['FAILED', 'TIMEOUT', 'CANCELLED']);
 const CANCELLABLE = new Set(['PENDING', 'RUNNING']);
-const FINAL = new Set(['SUCCESS', 'FAILED', 'TIMEOUT', 'CANCELLED']);
+const FINAL = new Set(['SUCCESS', 'FAILED', 'TIMEOUT', 'CANCELLED', 'SKIPPED', 'MISSED', 'EXCLUDED']);
 
 // ---------------------------------------------------------------------------------------------
 // Token: sessionStorage for the API's Bearer header, and a session cookie (no expiry) so the
@@ -91,6 +94,15 @@ function timeEl(iso) {
   const date = new Date(iso);
   if (Number.isNaN(date.getTime())) return el('span', {}, iso);
   return el('time', { datetime: iso, title: date.toISOString() }, date.toLocaleString());
+}
+
+/** For a fire time that did not run: how many it stands for (MISSED), and why. */
+function ledgerNote(job) {
+  if (!['SKIPPED', 'MISSED', 'EXCLUDED'].includes(job.status)) return '';
+  const span = job.fire_count > 1 && job.fire_time_until
+    ? ` ${job.fire_count} fire times to ${new Date(job.fire_time_until).toLocaleString()}`
+    : '';
+  return el('span', { class: 'muted ledger-note', title: job.error_message || '', 'data-testid': 'ledger-note' }, span || ' not run');
 }
 
 function badge(status) {
@@ -281,12 +293,13 @@ function setupPager(go) {
 
 const CRON_FIELDS = [
   'name', 'description', 'cron_expression', 'timezone', 'handler_name', 'handler_params',
-  'is_enabled', 'allow_overlap', 'max_retry', 'timeout_seconds', 'misfire_policy',
+  'is_enabled', 'overlap_policy', 'max_retry', 'timeout_seconds', 'misfire_policy',
+  'excluded_dates', 'jitter_seconds',
 ];
 const CRON_DEFAULTS = {
   name: '', description: '', cron_expression: '', timezone: 'UTC', handler_name: '',
-  handler_params: null, is_enabled: true, allow_overlap: true, max_retry: 3,
-  timeout_seconds: 300, misfire_policy: 'latest',
+  handler_params: null, is_enabled: true, overlap_policy: 'allow', max_retry: 3,
+  timeout_seconds: 300, misfire_policy: 'latest', excluded_dates: [], jitter_seconds: 0,
 };
 
 function cronsPage() {
@@ -338,7 +351,7 @@ function cronsPage() {
         el('a', { href: `/jobs?cron_id=${cron.id}`, title: 'Executions of this cron', 'data-testid': 'cron-name' }, cron.name),
         cron.description ? el('div', { class: 'sub' }, cron.description) : null,
       ),
-      el('td', {}, el('code', {}, cron.cron_expression)),
+      el('td', {}, el('code', {}, Array.isArray(cron.cron_expression) ? cron.cron_expression.join('; ') : cron.cron_expression)),
       el('td', {}, cron.timezone),
       el('td', {}, el('code', {}, cron.handler_name)),
       el(
@@ -469,6 +482,8 @@ function cronsPage() {
       const value = values[field];
       if (node.type === 'checkbox') node.checked = Boolean(value);
       else if (field === 'handler_params') node.value = value === null || value === undefined ? '' : prettyJson(value);
+      else if (field === 'cron_expression' && Array.isArray(value)) node.value = value.join('; ');
+      else if (field === 'excluded_dates') node.value = (value || []).join(', ');
       else node.value = value === null || value === undefined ? '' : String(value);
     }
     $('#cron-form-title').textContent = cron ? `Edit cron #${cron.id}` : 'New cron';
@@ -491,12 +506,17 @@ function cronsPage() {
     const body = {
       name: text('name'),
       description: text('description') || null,
-      cron_expression: text('cron_expression'),
+      // Several expressions separated by `;` are a list (the union of their times).
+      cron_expression: (() => {
+        const lines = input('cron_expression').value.split(/[;\n]/).map((l) => l.trim()).filter(Boolean);
+        return lines.length > 1 ? lines : (lines[0] || '');
+      })(),
       timezone: text('timezone') || 'UTC',
       handler_name: text('handler_name'),
       is_enabled: input('is_enabled').checked,
-      allow_overlap: input('allow_overlap').checked,
+      overlap_policy: input('overlap_policy').value,
       misfire_policy: input('misfire_policy').value,
+      excluded_dates: text('excluded_dates').split(/[\s,]+/).filter(Boolean),
     };
     for (const field of ['name', 'cron_expression', 'handler_name']) {
       if (!body[field]) errors[field] = 'Required.';
@@ -516,7 +536,7 @@ function cronsPage() {
       }
     }
     // The documented ranges, checked here too so the message lands next to the field.
-    for (const [field, min, max] of [['max_retry', 0, 100], ['timeout_seconds', 1, 86400]]) {
+    for (const [field, min, max] of [['max_retry', 0, 100], ['timeout_seconds', 1, 86400], ['jitter_seconds', 0, 86400]]) {
       const node = input(field);
       const raw = node.value.trim();
       if (raw === '' && !node.validity.badInput) continue; // left empty: the server's default
@@ -679,7 +699,7 @@ function jobsPage() {
       el('td', { 'data-testid': 'job-cron' }, cron),
       el('td', {}, el('code', {}, job.handler_name)),
       el('td', {}, timeEl(job.scheduled_time)),
-      el('td', { 'data-testid': 'job-status' }, badge(job.status)),
+      el('td', { 'data-testid': 'job-status' }, badge(job.status), ledgerNote(job)),
       el('td', {}, `${job.retry_count + 1} / ${job.max_retry + 1}`),
       el('td', {}, timeEl(job.started_at)),
       el('td', {}, timeEl(job.finished_at)),
