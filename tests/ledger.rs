@@ -100,7 +100,7 @@ async fn an_outage_is_accounted_for_once_in_bounded_rows_under_every_misfire_pol
             MisfirePolicy::Latest,
             MisfirePolicy::All,
         ] {
-            let (id, first, rows) = after_outage(&db, &scratch, policy).await;
+            let (_, first, rows) = after_outage(&db, &scratch, policy).await;
             assert_every_second_once(&rows, first);
             let missed: Vec<_> = rows.iter().filter(|r| r.status == "MISSED").collect();
             assert_eq!(missed.len(), 1, "{policy:?}: one MISSED row for the outage");
@@ -138,7 +138,6 @@ async fn an_outage_is_accounted_for_once_in_bounded_rows_under_every_misfire_pol
                 }
                 MisfirePolicy::All => assert!(covered > OUTAGE_SECONDS - 160, "{covered}"),
             }
-            let _ = id;
         }
     })
     .await;
@@ -257,9 +256,9 @@ async fn excluded_dates_and_jitter_as_the_dispatcher_applies_them() {
 }
 
 /// `GET /api/crons/{id}/fire-times` lists the recorded decisions, then the planned ones;
-/// `/metrics` counts the dispatcher's decisions.
+/// `POST /api/crons/preview` checks and previews a definition not saved yet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_api_lists_the_ledger_and_the_metrics_count_it() {
+async fn the_api_lists_the_ledger_and_previews_definitions() {
     on_backends("ledger-api", &Backend::ALL, |db, scratch| async move {
         let (id, first, rows) = after_outage(&db, &scratch, MisfirePolicy::Latest).await;
         let server = AdminServer::start(&db, "admin", "ledger-api", &[]).await;
