@@ -2020,7 +2020,7 @@ fn external_assets(html: &str) -> Vec<String> {
 // response shapes as documented: every key present (null when empty), instants with `Z`,
 // next_fire_time kept by the API, the stats object
 
-const CRON_KEYS: [&str; 19] = [
+const CRON_KEYS: [&str; 24] = [
     "id",
     "name",
     "description",
@@ -2040,8 +2040,13 @@ const CRON_KEYS: [&str; 19] = [
     "last_fire_time",
     "created_at",
     "updated_at",
+    "on_success",
+    "on_failure",
+    "pause_note",
+    "paused_at",
+    "paused_by",
 ];
-const EXECUTION_KEYS: [&str; 24] = [
+const EXECUTION_KEYS: [&str; 28] = [
     "id",
     "job_id",
     "cron_name",
@@ -2066,6 +2071,10 @@ const EXECUTION_KEYS: [&str; 24] = [
     "updated_at",
     "fire_time_until",
     "fire_count",
+    "reason",
+    "requested_by",
+    "parent_execution_id",
+    "backfill_id",
 ];
 
 /// Missing and undocumented keys of a JSON object, as messages.

@@ -13,6 +13,7 @@ mod m20261201_000006_partial_status_indexes;
 mod m20261202_000007_transaction_log;
 mod m20261203_000008_finished_index;
 mod m20261204_000009_schedules;
+mod m20261205_000010_operator_actions;
 pub mod types;
 
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000007_transaction_log::Migration),
             Box::new(m20261203_000008_finished_index::Migration),
             Box::new(m20261204_000009_schedules::Migration),
+            Box::new(m20261205_000010_operator_actions::Migration),
         ]
     }
 }

@@ -36,6 +36,16 @@ pub struct Model {
     pub last_fire_time: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// Why the cron is paused (disabled), when and by whom; cleared when it is enabled.
+    pub pause_note: Option<String>,
+    pub paused_at: Option<DateTimeUtc>,
+    pub paused_by: Option<String>,
+    /// Crons to run once after each execution that ends SUCCESS (a JSON array of ids).
+    pub on_success: Option<Json>,
+    /// Crons to run once after each execution that ends FAILED or TIMEOUT, retries spent.
+    pub on_failure: Option<Json>,
+    /// Since when the cron has chains: executions that ended before start none.
+    pub chains_since: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

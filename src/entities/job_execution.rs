@@ -50,6 +50,17 @@ pub struct Model {
     /// How many fire times the row stands for (1 but for coalesced ledger rows; for a long
     /// outage possibly a lower bound, see the row's message).
     pub fire_count: i32,
+    /// Why an operator asked for this run (manual runs, backfills).
+    pub reason: Option<String>,
+    /// Who asked for it: the operator's identity (manual runs, backfills).
+    pub requested_by: Option<String>,
+    /// The execution whose final outcome started this one (`param_source` `chain`).
+    pub parent_execution_id: Option<i64>,
+    /// The cron the parent's chain meant to start (kept when that cron is gone): unique
+    /// with `parent_execution_id`, so one parent starts each chained cron once.
+    pub chain_child: Option<i64>,
+    /// The backfill that created or re-ran this execution.
+    pub backfill_id: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -206,6 +217,10 @@ pub enum ParamSource {
     Cron,
     Manual,
     Api,
+    /// Created by a backfill for a past fire time.
+    Backfill,
+    /// Started by the final outcome of another cron's execution.
+    Chain,
 }
 
 impl ParamSource {
@@ -214,6 +229,8 @@ impl ParamSource {
             ParamSource::Cron => "cron",
             ParamSource::Manual => "manual",
             ParamSource::Api => "api",
+            ParamSource::Backfill => "backfill",
+            ParamSource::Chain => "chain",
         }
     }
 }

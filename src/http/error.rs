@@ -115,6 +115,11 @@ impl ApiError {
         match err {
             StoreError::Conflict(message) => ApiError::conflict("conflict", message),
             StoreError::Invalid(message) => ApiError::invalid("invalid", "body", message),
+            StoreError::Rejected {
+                field,
+                error,
+                message,
+            } => ApiError::invalid(error, field, message),
             other => {
                 tracing::error!(error = %other, "admin API: database error");
                 ApiError::unavailable("the database did not answer; try again")

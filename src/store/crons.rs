@@ -19,6 +19,7 @@ use sea_orm::{
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, Statement, TransactionTrait,
 };
 
+use super::chains;
 use super::create::{insert_many, Created, NewExecution};
 use super::dialect::{is_transient, is_unique_violation, Dialect, Sql};
 use super::fire_times::{self, LedgerRow};
@@ -50,6 +51,13 @@ pub struct CronChanges {
     /// `Some(vec![])` clears them.
     pub excluded_dates: Option<Vec<NaiveDate>>,
     pub jitter_seconds: Option<u32>,
+    /// The whole list; `Some(vec![])` clears it.
+    pub on_success: Option<Vec<i64>>,
+    pub on_failure: Option<Vec<i64>>,
+    /// Why the cron is paused: kept with a pause (this change or an earlier one).
+    pub pause_note: Option<String>,
+    /// Who makes the change: recorded as `paused_by` when it pauses the cron.
+    pub actor: Option<String>,
 }
 
 /// A cron name is taken: the message operators see.
@@ -81,6 +89,11 @@ pub struct NewCron {
     pub misfire_policy: MisfirePolicy,
     pub excluded_dates: Vec<NaiveDate>,
     pub jitter_seconds: u32,
+    pub on_success: Vec<i64>,
+    pub on_failure: Vec<i64>,
+    /// With `is_enabled: false`: why it is paused, and by whom.
+    pub pause_note: Option<String>,
+    pub actor: Option<String>,
 }
 
 impl NewCron {
@@ -100,17 +113,37 @@ impl NewCron {
             misfire_policy: MisfirePolicy::Latest,
             excluded_dates: Vec::new(),
             jitter_seconds: 0,
+            on_success: Vec::new(),
+            on_failure: Vec::new(),
+            pause_note: None,
+            actor: None,
         }
     }
 }
 
 impl Store {
-    /// Inserts a cron after checking its expression and time zone.
+    /// Inserts a cron after checking its expression, time zone and chains (every cron
+    /// they name must exist).
     pub async fn insert_cron(&self, new: &NewCron) -> StoreResult<cron_job::Model> {
         Schedule::parse(&new.cron_expression, &new.timezone)
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
         check_jitter(new.jitter_seconds).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let on_success = chains::normalise("on_success", &new.on_success)?;
+        let on_failure = chains::normalise("on_failure", &new.on_failure)?;
+        let has_chains = !(on_success.is_empty() && on_failure.is_empty());
+        let now = if has_chains || !new.is_enabled {
+            Some(self.now().await?)
+        } else {
+            None
+        };
+        let paused = !new.is_enabled;
         let model = cron_job::ActiveModel {
+            on_success: Set(chains::ids_json(&on_success)),
+            on_failure: Set(chains::ids_json(&on_failure)),
+            chains_since: Set(now.filter(|_| has_chains)),
+            pause_note: Set(new.pause_note.clone().filter(|_| paused)),
+            paused_at: Set(now.filter(|_| paused)),
+            paused_by: Set(new.actor.clone().filter(|_| paused)),
             name: Set(new.name.clone()),
             description: Set(new.description.clone()),
             cron_expression: Set(new.cron_expression.clone()),
@@ -129,10 +162,21 @@ impl Store {
             // created_at/updated_at come from the column defaults: the database clock.
             ..Default::default()
         };
-        model
-            .insert(&self.db)
+        let run = || async {
+            let txn = self.db.begin().await?;
+            if let Err(refused) =
+                chains::check(&txn, self.dialect, None, &on_success, &on_failure).await?
+            {
+                txn.rollback().await?;
+                return Ok(Err(refused));
+            }
+            let inserted = model.clone().insert(&txn).await?;
+            txn.commit().await?;
+            Ok(Ok(inserted))
+        };
+        retry_transient(run)
             .await
-            .map_err(|e| name_conflict(e, &new.name))
+            .map_err(|e| name_conflict(e, &new.name))?
     }
 
     /// Applies `changes` to `current` (the cron as the caller read it); `None` when the cron
@@ -191,17 +235,67 @@ impl Store {
         if reschedule {
             model.next_fire_time = Set(None);
         }
-        model.updated_at = Set(self.now().await?);
+        let now = self.now().await?;
+        model.updated_at = Set(now);
+        // A pause records its note, when and by whom; enabling clears them.
+        let enabled = changes.is_enabled.unwrap_or(current.is_enabled);
+        if !enabled {
+            if current.is_enabled {
+                model.paused_at = Set(Some(now));
+                model.paused_by = Set(changes.actor.clone());
+                model.pause_note = Set(changes.pause_note.clone());
+            } else if changes.pause_note.is_some() {
+                model.pause_note = Set(changes.pause_note.clone());
+            }
+        } else if !current.is_enabled {
+            model.paused_at = Set(None);
+            model.paused_by = Set(None);
+            model.pause_note = Set(None);
+        }
+        let on_success = match &changes.on_success {
+            Some(ids) => chains::normalise("on_success", ids)?,
+            None => chains::stored_ids(current.on_success.as_ref()),
+        };
+        let on_failure = match &changes.on_failure {
+            Some(ids) => chains::normalise("on_failure", ids)?,
+            None => chains::stored_ids(current.on_failure.as_ref()),
+        };
+        let chains_change = changes.on_success.is_some() || changes.on_failure.is_some();
+        if chains_change {
+            let has_chains = !(on_success.is_empty() && on_failure.is_empty());
+            model.on_success = Set(chains::ids_json(&on_success));
+            model.on_failure = Set(chains::ids_json(&on_failure));
+            // Executions that ended before the cron had chains start none.
+            model.chains_since = Set(match (has_chains, current.chains_since) {
+                (false, _) => None,
+                (true, Some(since)) => Some(since),
+                (true, None) => Some(now),
+            });
+        }
         let name = changes.name.as_deref().unwrap_or(&current.name);
         // The cron change and the cancel of what it unschedules commit together: a failure
         // means nothing changed, never "failed" for a change that committed.
         let run = || async {
             let txn = self.db.begin().await?;
+            if chains_change {
+                if let Err(refused) = chains::check(
+                    &txn,
+                    self.dialect,
+                    Some(current.id),
+                    &on_success,
+                    &on_failure,
+                )
+                .await?
+                {
+                    txn.rollback().await?;
+                    return Ok(Err(refused));
+                }
+            }
             let updated = match model.clone().update(&txn).await {
                 Ok(updated) => updated,
                 Err(DbErr::RecordNotUpdated) => {
                     txn.rollback().await?;
-                    return Ok(None);
+                    return Ok(Ok(None));
                 }
                 Err(e) => return Err(e),
             };
@@ -209,11 +303,11 @@ impl Store {
                 cancel_unscheduled_in(&txn, self.dialect, Some(updated.id)).await?;
             }
             txn.commit().await?;
-            Ok(Some(updated))
+            Ok(Ok(Some(updated)))
         };
         retry_transient(run)
             .await
-            .map_err(|e| name_conflict(e, name))
+            .map_err(|e| name_conflict(e, name))?
     }
 
     /// Deletes a cron; its executions stay, with `job_id` NULL, and those created ahead of

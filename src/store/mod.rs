@@ -18,6 +18,7 @@
 //! Every instant the protocols compare (eligibility, leases) comes from the database clock.
 
 pub mod bulk;
+pub mod chains;
 pub mod claim;
 pub mod create;
 pub mod crons;
@@ -64,6 +65,13 @@ pub enum StoreError {
     /// The write would break a uniqueness rule (a cron name) or a state rule.
     #[error("{0}")]
     Conflict(String),
+    /// Input the store refuses, naming the field and an error code for the API.
+    #[error("{message}")]
+    Rejected {
+        field: &'static str,
+        error: &'static str,
+        message: String,
+    },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

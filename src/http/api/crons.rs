@@ -9,7 +9,7 @@ use poem_openapi::{ApiResponse, OpenApi};
 
 use super::models::{Cron, CronCreate, CronToggle, CronUpdate, Execution, Page, DEFAULT_PAGE_SIZE};
 use super::strict::{OptionalJson, Strict};
-use super::{validate, AdminState, ApiTag};
+use super::{validate, AdminState, ApiTag, OPERATOR};
 use crate::entities::cron_job::MisfirePolicy;
 use crate::http::error::ApiError;
 use crate::store::crons::{CronChanges, NewCron};
@@ -112,6 +112,10 @@ impl CronsApi {
                 .misfire_policy
                 .map(MisfirePolicy::from)
                 .unwrap_or_default(),
+            on_success: b.on_success.unwrap_or_default(),
+            on_failure: b.on_failure.unwrap_or_default(),
+            pause_note: note(b.pause_note)?,
+            actor: Some(OPERATOR.to_string()),
         };
         let created = self
             .state
@@ -193,6 +197,10 @@ impl CronsApi {
             max_retry: b.max_retry,
             timeout_seconds: b.timeout_seconds,
             misfire_policy: b.misfire_policy.map(MisfirePolicy::from),
+            on_success: b.on_success,
+            on_failure: b.on_failure,
+            pause_note: note(b.pause_note)?,
+            actor: Some(OPERATOR.to_string()),
         };
         let updated = self
             .state
@@ -307,6 +315,17 @@ pub(super) async fn find_cron(
         .cron(id)
         .await?
         .ok_or_else(|| ApiError::not_found("cron", id))
+}
+
+/// A pause note as stored: trimmed, empty means none; control characters are refused.
+fn note(note: Option<String>) -> Result<Option<String>, ApiError> {
+    match note.map(|n| n.trim().to_string()).filter(|n| !n.is_empty()) {
+        Some(n) => {
+            validate::text("pause_note", &n, true)?;
+            Ok(Some(n))
+        }
+        None => Ok(None),
+    }
 }
 
 /// `None`: the field was absent; `Some(None)`: it was `null` (clear it).

@@ -18,6 +18,10 @@ use crate::handlers::Registry;
 use crate::store::Store;
 
 /// What the handlers of the admin API share, read-only.
+/// Who an admin action is recorded as (`requested_by`, `paused_by`, the logs). Tokens have
+/// no names yet: every holder of the admin token is this operator.
+pub const OPERATOR: &str = "admin";
+
 pub struct AdminState {
     pub store: Store,
     /// The handlers this binary has: new crons and runs must name one of them.

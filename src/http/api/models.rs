@@ -154,6 +154,10 @@ pub enum ParamSourceDto {
     Cron,
     Manual,
     Api,
+    /// Created by a backfill for a past fire time.
+    Backfill,
+    /// Started by another cron's execution ending (`on_success`, `on_failure`).
+    Chain,
 }
 
 /// Why a CANCELLED execution was cancelled.
@@ -267,6 +271,15 @@ pub struct Cron {
     pub last_fire_time: Option<Instant>,
     pub created_at: Instant,
     pub updated_at: Instant,
+    /// Crons run once after each execution of this one that ends SUCCESS.
+    pub on_success: Vec<i64>,
+    /// Crons run once after each execution of this one that ends FAILED or TIMEOUT (after
+    /// its retries).
+    pub on_failure: Vec<i64>,
+    /// Why the cron is paused, when and by whom; absent while it is enabled.
+    pub pause_note: Option<String>,
+    pub paused_at: Option<Instant>,
+    pub paused_by: Option<String>,
 }
 
 impl From<cron_job::Model> for Cron {
@@ -318,6 +331,11 @@ impl From<cron_job::Model> for Cron {
             last_fire_time: m.last_fire_time.map(Instant),
             created_at: Instant(m.created_at),
             updated_at: Instant(m.updated_at),
+            on_success: crate::store::chains::stored_ids(m.on_success.as_ref()),
+            on_failure: crate::store::chains::stored_ids(m.on_failure.as_ref()),
+            pause_note: m.pause_note,
+            paused_at: m.paused_at.map(Instant),
+            paused_by: m.paused_by,
         }
     }
 }
@@ -366,6 +384,13 @@ pub struct CronCreate {
     pub timeout_seconds: Option<i32>,
     /// Default `latest`.
     pub misfire_policy: Option<MisfirePolicyDto>,
+    /// Crons to run once after each execution that ends SUCCESS; at most 32, no cycle.
+    pub on_success: Option<Vec<i64>>,
+    /// Crons to run once after each execution that ends FAILED or TIMEOUT, retries spent.
+    pub on_failure: Option<Vec<i64>>,
+    /// With `is_enabled: false`: why the cron is paused.
+    #[oai(validator(max_length = 1000))]
+    pub pause_note: Option<String>,
 }
 
 /// Changes to a schedule; absent fields keep their value, `null` clears `description` and
@@ -399,6 +424,13 @@ pub struct CronUpdate {
     #[oai(validator(minimum(value = "1"), maximum(value = "86400")))]
     pub timeout_seconds: Option<i32>,
     pub misfire_policy: Option<MisfirePolicyDto>,
+    /// The whole list; `[]` clears it.
+    pub on_success: Option<Vec<i64>>,
+    /// The whole list; `[]` clears it.
+    pub on_failure: Option<Vec<i64>>,
+    /// With `is_enabled: false` (or on a paused cron): why it is paused.
+    #[oai(validator(max_length = 1000))]
+    pub pause_note: Option<String>,
 }
 
 /// The state `POST /api/crons/{id}/toggle` sets. Without this body the call flips the state.
@@ -409,6 +441,53 @@ pub struct CronToggle {
     /// `true` enables the cron, `false` disables it; asking for the current state changes
     /// nothing.
     pub is_enabled: bool,
+    /// With `false`: why the cron is paused (kept until it is enabled).
+    #[oai(validator(max_length = 1000))]
+    pub pause_note: Option<String>,
+}
+
+/// `POST /api/crons/{id}/trigger`: run the cron now, optionally otherwise than it is set.
+#[derive(Debug, Clone, Default, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerRequest {
+    /// Params for this run only, instead of the cron's; checked by its handler as a cron's
+    /// are. Absent (or `null`): the cron's params.
+    pub params: Option<Value>,
+    /// Why the run was asked for; stored on the execution.
+    #[oai(validator(max_length = 1000))]
+    pub reason: Option<String>,
+    /// Default true: the cron's overlap policy applies and a refusal is a 409. `false` runs
+    /// it beside whatever is unfinished.
+    pub respect_overlap: Option<bool>,
+}
+
+/// Which crons `POST /api/crons/pause` and `/resume` act on: exactly one of `ids`,
+/// `handler_name` or `all: true`.
+#[derive(Debug, Clone, Default, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct CronSelection {
+    /// These crons (1 to 1000 ids; an unknown id is a 404 and nothing changes).
+    #[oai(validator(min_items = 1, max_items = 1000))]
+    pub ids: Option<Vec<i64>>,
+    /// Every cron of this handler.
+    #[oai(validator(min_length = 1, max_length = 100))]
+    pub handler_name: Option<String>,
+    /// Every cron.
+    pub all: Option<bool>,
+    /// Pause: why (shown with each cron until it is resumed). Resume: logged.
+    #[oai(validator(max_length = 1000))]
+    pub note: Option<String>,
+}
+
+/// What a bulk pause or resume changed.
+#[derive(Debug, Clone, Object)]
+pub struct CronsChanged {
+    /// The crons it changed, by id.
+    pub changed: Vec<i64>,
+    /// Selected crons that were in that state already.
+    pub unchanged: Vec<i64>,
 }
 
 /// One page of a list, and where it stands in the whole.
@@ -467,6 +546,14 @@ pub struct Execution {
     pub fire_time_until: Option<Instant>,
     /// How many fire times the row stands for (1 but for MISSED rows).
     pub fire_count: i32,
+    /// Why an operator asked for this run (manual runs, backfills).
+    pub reason: Option<String>,
+    /// Who asked for it (manual runs, backfills).
+    pub requested_by: Option<String>,
+    /// The execution whose final outcome started this one (`param_source` `chain`).
+    pub parent_execution_id: Option<i64>,
+    /// The backfill that created or re-ran it.
+    pub backfill_id: Option<i64>,
 }
 
 impl From<ExecutionView> for Execution {
@@ -480,6 +567,8 @@ impl From<ExecutionView> for Execution {
         let param_source = match e.param_source.as_str() {
             s if s == ParamSource::Manual.as_str() => ParamSourceDto::Manual,
             s if s == ParamSource::Api.as_str() => ParamSourceDto::Api,
+            s if s == ParamSource::Backfill.as_str() => ParamSourceDto::Backfill,
+            s if s == ParamSource::Chain.as_str() => ParamSourceDto::Chain,
             _ => ParamSourceDto::Cron,
         };
         Execution {
@@ -514,6 +603,10 @@ impl From<ExecutionView> for Execution {
             updated_at: Instant(e.updated_at),
             fire_time_until: e.fire_time_until.map(Instant),
             fire_count: e.fire_count,
+            reason: e.reason,
+            requested_by: e.requested_by,
+            parent_execution_id: e.parent_execution_id,
+            backfill_id: e.backfill_id,
         }
     }
 }
