@@ -82,6 +82,11 @@ impl ApiError {
         ))
     }
 
+    /// A 404 whose message names what is missing (several ids of a bulk action).
+    pub fn not_found_message(message: impl Into<String>) -> Self {
+        ApiError::NotFound(body(StatusCode::NOT_FOUND, "not_found", message, None))
+    }
+
     pub fn conflict(error: &str, message: impl Into<String>) -> Self {
         ApiError::Conflict(body(StatusCode::CONFLICT, error, message, None))
     }

@@ -782,7 +782,7 @@ impl Store {
 /// cron (`Some`, which the caller has just disabled or is deleting) or of every cron that
 /// is disabled or gone (`None`). They are marked [`CancelReason::Unscheduled`] so the
 /// creation protocol re-arms one if its cron fires that time after all.
-async fn cancel_unscheduled_in<C: ConnectionTrait>(
+pub(crate) async fn cancel_unscheduled_in<C: ConnectionTrait>(
     db: &C,
     dialect: Dialect,
     cron: Option<i64>,

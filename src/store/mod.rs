@@ -27,6 +27,7 @@ pub mod finish;
 pub mod fire_times;
 pub mod operator;
 pub mod overlap;
+pub mod pause;
 pub mod queries;
 pub mod rescue;
 pub mod retention;

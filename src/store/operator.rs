@@ -11,6 +11,7 @@ use sea_orm::{ConnectionTrait, DbErr, EntityTrait, TransactionTrait};
 
 use super::create::{has_unfinished, Created, NewExecution};
 use super::dialect::{Dialect, Sql};
+use super::overlap::{create_locked, insert_as, lock_cron};
 use super::{retry_transient, Store, StoreError, StoreResult};
 use crate::entities::cron_job::{self, OverlapPolicy};
 use crate::entities::job_execution::{self, CancelReason, ParamSource, Status};
@@ -24,6 +25,81 @@ pub const RETRYABLE: [Status; 3] = [Status::Failed, Status::Timeout, Status::Can
 /// How many times a manual run is re-stamped when its instant collides with an existing
 /// row of the same cron (two runs within one clock tick).
 const TRIGGER_ATTEMPTS: u32 = 5;
+
+/// How an operator runs a cron now ([`Store::trigger_cron_with`]).
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    /// Params for this run instead of the cron's (already checked by its handler).
+    pub params: Option<serde_json::Value>,
+    /// Why, stored on the execution.
+    pub reason: Option<String>,
+    /// Who asked, stored on the execution.
+    pub requested_by: Option<String>,
+    /// The cron's overlap policy decides (true), or the run starts beside anything
+    /// unfinished (false).
+    pub respect_overlap: bool,
+}
+
+impl Default for Trigger {
+    fn default() -> Self {
+        Trigger {
+            params: None,
+            reason: None,
+            requested_by: None,
+            respect_overlap: true,
+        }
+    }
+}
+
+/// What holds an exclusive cron's slot, for a refusal's message: "execution 7 (RUNNING)
+/// is unfinished and 8 waits".
+async fn unfinished_of<C: ConnectionTrait>(
+    db: &C,
+    dialect: Dialect,
+    job_id: i64,
+) -> Result<String, DbErr> {
+    let mut q = Sql::new(dialect);
+    q.push("SELECT id, status FROM job_executions WHERE job_id = ")
+        .bind(job_id)
+        .push(" AND status IN ")
+        .statuses(&[Status::Pending, Status::Running, Status::Waiting])
+        .push(" ORDER BY scheduled_time, id");
+    let rows = db.query_all(q.build()).await?;
+    let mut parts = Vec::with_capacity(rows.len());
+    for r in rows {
+        let id: i64 = r.try_get_by_index(0)?;
+        let status: String = r.try_get_by_index(1)?;
+        parts.push(format!("{id} ({status})"));
+    }
+    Ok(if parts.is_empty() {
+        "a fire time waits already".to_string()
+    } else {
+        format!("unfinished executions: {}", parts.join(", "))
+    })
+}
+
+/// Records why and by whom a run was asked for, in the transaction that created it (the
+/// creation SQL is shared with the dispatcher's batches and stays as it is).
+pub(crate) async fn annotate<C: ConnectionTrait>(
+    db: &C,
+    dialect: Dialect,
+    id: i64,
+    reason: Option<&str>,
+    requested_by: Option<&str>,
+) -> Result<(), DbErr> {
+    if reason.is_none() && requested_by.is_none() {
+        return Ok(());
+    }
+    let mut q = Sql::new(dialect);
+    q.push("UPDATE job_executions SET reason = ")
+        .bind(reason.map(str::to_string))
+        .push(", requested_by = ")
+        .bind(requested_by.map(str::to_string))
+        .push(" WHERE id = ")
+        .bind(id);
+    db.execute(q.build()).await?;
+    Ok(())
+}
 
 /// The outcome of an operator action on one execution.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,10 +146,30 @@ impl Store {
         }
     }
 
-    /// Runs a cron now, outside its schedule (`param_source` `manual`), with its handler,
-    /// params, retries and timeout. A cron with `allow_overlap = false` is not run while it
-    /// has a PENDING or RUNNING execution: [`StoreError::Conflict`].
+    /// Runs a cron now, outside its schedule, as it is set: [`Store::trigger_cron_with`]
+    /// with no overrides.
     pub async fn trigger_cron(&self, cron: &cron_job::Model) -> StoreResult<job_execution::Model> {
+        self.trigger_cron_with(cron, &Trigger::default()).await
+    }
+
+    /// Runs a cron now, outside its schedule (`param_source` `manual`), with its handler,
+    /// retries and timeout, and its params unless `trigger.params` replaces them for this
+    /// run. With `respect_overlap` the cron's overlap policy decides, under the cron's lock
+    /// as for a fire time: the run is PENDING, or WAITING behind the unfinished one
+    /// (`buffer_one`, `buffer_all`, `replace`), or refused with [`StoreError::Conflict`]
+    /// saying why (`skip`, or `buffer_one` with one waiting already). Without, it runs beside
+    /// whatever is unfinished. The reason and who asked are stored on the execution in the
+    /// same transaction.
+    pub async fn trigger_cron_with(
+        &self,
+        cron: &cron_job::Model,
+        trigger: &Trigger,
+    ) -> StoreResult<job_execution::Model> {
+        let policy = cron
+            .overlap_policy
+            .parse::<OverlapPolicy>()
+            .unwrap_or(OverlapPolicy::Skip);
+        let exclusive = trigger.respect_overlap && policy.is_exclusive();
         for attempt in 0..TRIGGER_ATTEMPTS {
             let now = self.now().await?;
             let new = NewExecution {
@@ -81,31 +177,61 @@ impl Store {
                 handler_name: cron.handler_name.clone(),
                 scheduled_time: now,
                 run_at: now,
-                params: cron.handler_params.clone(),
+                params: trigger
+                    .params
+                    .clone()
+                    .or_else(|| cron.handler_params.clone()),
                 param_source: ParamSource::Manual,
                 max_retry: cron.max_retry,
                 timeout_seconds: cron.timeout_seconds,
             };
-            let exclusive = cron
-                .overlap_policy
-                .parse::<OverlapPolicy>()
-                .map_or(true, OverlapPolicy::is_exclusive);
-            let created = if exclusive {
-                self.create_exclusive(&new).await?
-            } else {
-                self.create_if_absent(&new).await?
+            let run = || async {
+                let txn = self.db.begin().await?;
+                let created = if exclusive {
+                    lock_cron(&txn, self.dialect, cron.id).await?;
+                    let busy = unfinished_of(&txn, self.dialect, cron.id).await?;
+                    match create_locked(&txn, self.dialect, &new, cron.id, policy, false).await? {
+                        Created::Overlap => Err(busy),
+                        other => Ok(other),
+                    }
+                } else {
+                    Ok(
+                        match insert_as(&txn, self.dialect, &new, Status::Pending, false, None)
+                            .await?
+                        {
+                            Some(id) => Created::New(id),
+                            None => Created::Exists,
+                        },
+                    )
+                };
+                if let Ok(Created::New(id) | Created::Waiting(id)) = created {
+                    annotate(
+                        &txn,
+                        self.dialect,
+                        id,
+                        trigger.reason.as_deref(),
+                        trigger.requested_by.as_deref(),
+                    )
+                    .await?;
+                }
+                txn.commit().await?;
+                Ok::<_, DbErr>(created)
             };
-            match created {
-                Created::New(id) => return self.created(id).await,
-                Created::Overlap | Created::Waiting(_) => {
+            match retry_transient(run).await? {
+                Ok(Created::New(id)) => {
+                    self.announce_due(now).await;
+                    return self.created(id).await;
+                }
+                Ok(Created::Waiting(id)) => return self.created(id).await,
+                Err(busy) => {
                     return Err(StoreError::Conflict(format!(
-                        "cron {} has overlap policy {} and an execution that is PENDING, RUNNING \
-                         or WAITING",
-                        cron.id, cron.overlap_policy
+                        "cron {} has overlap policy {} and {}; run it with respect_overlap \
+                         false to start it anyway",
+                        cron.id, cron.overlap_policy, busy
                     )))
                 }
                 // Same instant as another row of this cron: take the next tick.
-                Created::Exists => {
+                Ok(_) => {
                     tokio::time::sleep(Duration::from_millis(2 << attempt)).await;
                 }
             }

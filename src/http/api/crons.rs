@@ -7,12 +7,17 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
-use super::models::{Cron, CronCreate, CronToggle, CronUpdate, Execution, Page, DEFAULT_PAGE_SIZE};
+use super::models::{
+    Cron, CronCreate, CronSelection, CronToggle, CronUpdate, CronsChanged, Execution, Page,
+    TriggerRequest, DEFAULT_PAGE_SIZE,
+};
 use super::strict::{OptionalJson, Strict};
 use super::{validate, AdminState, ApiTag, OPERATOR};
 use crate::entities::cron_job::MisfirePolicy;
 use crate::http::error::ApiError;
 use crate::store::crons::{CronChanges, NewCron};
+use crate::store::operator::Trigger;
+use crate::store::pause::{Bulk, Selection};
 use crate::store::queries::ExecutionView;
 
 /// Defaults of a new cron (the original system's).
@@ -88,6 +93,9 @@ impl CronsApi {
         let excluded_dates = validate::excluded_dates(b.excluded_dates.as_deref().unwrap_or(&[]))?;
         let overlap_policy =
             validate::overlap(b.overlap_policy, b.allow_overlap)?.unwrap_or_default();
+        if b.pause_note.is_some() && b.is_enabled.unwrap_or(true) {
+            return Err(pause_note_needs_pause());
+        }
         let params = b.handler_params.filter(|v| !v.is_null());
         validate::handler(
             &self.state.registry,
@@ -123,7 +131,7 @@ impl CronsApi {
             .insert_cron(&new)
             .await
             .map_err(duplicate)?;
-        tracing::info!(job_id = created.id, name = %created.name, handler = %created.handler_name, "admin: cron created");
+        tracing::info!(job_id = created.id, name = %created.name, handler = %created.handler_name, is_enabled = created.is_enabled, operator = OPERATOR, "admin: cron created");
         Ok(CronCreated::Created(Json(created.into())))
     }
 
@@ -172,6 +180,9 @@ impl CronsApi {
             .map(validate::excluded_dates)
             .transpose()?;
         let overlap_policy = validate::overlap(b.overlap_policy, b.allow_overlap)?;
+        if b.pause_note.is_some() && b.is_enabled.unwrap_or(current.is_enabled) {
+            return Err(pause_note_needs_pause());
+        }
         let params_change = change(&b.handler_params).map(|p| p.filter(|v| !v.is_null()));
         let params = match &params_change {
             None => current.handler_params.clone(),
@@ -209,7 +220,7 @@ impl CronsApi {
             .await
             .map_err(duplicate)?
             .ok_or_else(|| ApiError::not_found("cron", id.0))?;
-        tracing::info!(job_id = updated.id, name = %updated.name, "admin: cron updated");
+        tracing::info!(job_id = updated.id, name = %updated.name, is_enabled = updated.is_enabled, operator = OPERATOR, "admin: cron updated");
         Ok(Json(updated.into()))
     }
 
@@ -220,7 +231,7 @@ impl CronsApi {
         if !self.state.store.delete_cron(id.0).await? {
             return Err(ApiError::not_found("cron", id.0));
         }
-        tracing::info!(job_id = id.0, "admin: cron deleted");
+        tracing::info!(job_id = id.0, operator = OPERATOR, "admin: cron deleted");
         Ok(Deleted::NoContent)
     }
 
@@ -239,15 +250,22 @@ impl CronsApi {
         body: OptionalJson<CronToggle>,
     ) -> Result<Json<Cron>, ApiError> {
         let current = self.find(id.0).await?;
-        let wanted = match body.0 {
-            Some(b) => b.is_enabled,
-            None => !current.is_enabled,
+        let (wanted, pause_note) = match body.0 {
+            Some(b) => (b.is_enabled, note(b.pause_note)?),
+            None => (!current.is_enabled, None),
         };
-        if wanted == current.is_enabled {
+        if wanted && pause_note.is_some() {
+            return Err(pause_note_needs_pause());
+        }
+        // Asking for the state it has changes nothing, but a paused cron may get a new note.
+        let new_note = pause_note.is_some() && pause_note != current.pause_note;
+        if wanted == current.is_enabled && !new_note {
             return Ok(Json(current.into()));
         }
         let changes = CronChanges {
             is_enabled: Some(wanted),
+            pause_note,
+            actor: Some(OPERATOR.to_string()),
             ..CronChanges::default()
         };
         let updated = self
@@ -259,18 +277,26 @@ impl CronsApi {
         tracing::info!(
             job_id = updated.id,
             is_enabled = updated.is_enabled,
+            pause_note = updated.pause_note.as_deref(),
+            operator = OPERATOR,
             "admin: cron toggled"
         );
         Ok(Json(updated.into()))
     }
 
-    /// Run a cron now, outside its schedule (`param_source` `manual`).
+    /// Run a cron now, outside its schedule (`param_source` `manual`). The optional body
+    /// gives params for this run only, a reason, and whether the cron's overlap policy
+    /// applies (default) or the run starts beside anything unfinished.
     #[oai(
         path = "/crons/:id/trigger",
         method = "post",
         operation_id = "trigger_cron"
     )]
-    async fn trigger(&self, id: Path<i64>) -> Result<ExecutionCreated, ApiError> {
+    async fn trigger(
+        &self,
+        id: Path<i64>,
+        body: OptionalJson<TriggerRequest>,
+    ) -> Result<ExecutionCreated, ApiError> {
         let cron = self.find(id.0).await?;
         if !self.state.registry.contains(&cron.handler_name) {
             return Err(ApiError::conflict(
@@ -281,22 +307,157 @@ impl CronsApi {
                 ),
             ));
         }
+        let b = body.0.unwrap_or_default();
+        let params = b.params.filter(|v| !v.is_null());
+        if params.is_some() {
+            validate::handler(
+                &self.state.registry,
+                &cron.handler_name,
+                "params",
+                params.as_ref(),
+            )?;
+        }
+        let reason = match b.reason.map(|r| r.trim().to_string()) {
+            Some(r) if !r.is_empty() => {
+                validate::text("reason", &r, true)?;
+                Some(r)
+            }
+            _ => None,
+        };
+        let trigger = Trigger {
+            params,
+            reason,
+            requested_by: Some(OPERATOR.to_string()),
+            respect_overlap: b.respect_overlap.unwrap_or(true),
+        };
         let execution = self
             .state
             .store
-            .trigger_cron(&cron)
+            .trigger_cron_with(&cron, &trigger)
             .await
             .map_err(|e| match e {
                 crate::store::StoreError::Conflict(m) => ApiError::conflict("overlap", m),
                 other => ApiError::store(other),
             })?;
-        tracing::info!(execution_id = execution.id, job_id = cron.id, handler = %cron.handler_name, "admin: cron triggered");
+        tracing::info!(
+            execution_id = execution.id,
+            job_id = cron.id,
+            handler = %cron.handler_name,
+            status = %execution.status,
+            params_overridden = trigger.params.is_some(),
+            respect_overlap = trigger.respect_overlap,
+            reason = trigger.reason.as_deref(),
+            operator = OPERATOR,
+            "admin: cron triggered"
+        );
         let view = ExecutionView {
             execution,
             cron_name: Some(cron.name),
         };
         Ok(ExecutionCreated::Created(Json(view.into())))
     }
+
+    /// Pause many crons in one transaction: those selected (`ids`, `handler_name` or
+    /// `all`) that are enabled are disabled with the note; what they had created ahead
+    /// for fire times still to come is cancelled.
+    #[oai(path = "/crons/pause", method = "post", operation_id = "pause_crons")]
+    async fn pause(
+        &self,
+        body: Json<Strict<CronSelection>>,
+    ) -> Result<Json<CronsChanged>, ApiError> {
+        let b = body.0 .0;
+        let selection = selection(&b)?;
+        let pause_note = note(b.note)?;
+        let done = self
+            .state
+            .store
+            .pause_crons(&selection, pause_note.as_deref(), OPERATOR)
+            .await?;
+        let changed = bulk_answer(done)?;
+        tracing::info!(
+            selection = ?selection,
+            paused = ?changed.changed,
+            already_paused = changed.unchanged.len(),
+            pause_note = pause_note.as_deref(),
+            operator = OPERATOR,
+            "admin: crons paused"
+        );
+        Ok(Json(changed))
+    }
+
+    /// Resume many crons in one transaction: those selected that are paused are enabled and
+    /// fire from their next fire time on (the paused period is not caught up).
+    #[oai(path = "/crons/resume", method = "post", operation_id = "resume_crons")]
+    async fn resume(
+        &self,
+        body: Json<Strict<CronSelection>>,
+    ) -> Result<Json<CronsChanged>, ApiError> {
+        let b = body.0 .0;
+        let selection = selection(&b)?;
+        let resume_note = note(b.note)?;
+        let done = self.state.store.resume_crons(&selection).await?;
+        let changed = bulk_answer(done)?;
+        tracing::info!(
+            selection = ?selection,
+            resumed = ?changed.changed,
+            already_enabled = changed.unchanged.len(),
+            note = resume_note.as_deref(),
+            operator = OPERATOR,
+            "admin: crons resumed"
+        );
+        Ok(Json(changed))
+    }
+}
+
+/// The one selector a bulk action names.
+fn selection(b: &CronSelection) -> Result<Selection, ApiError> {
+    let given = [b.ids.is_some(), b.handler_name.is_some(), b.all.is_some()]
+        .iter()
+        .filter(|g| **g)
+        .count();
+    if given != 1 {
+        return Err(ApiError::invalid(
+            "selection",
+            "body",
+            "name exactly one of ids, handler_name or all: true",
+        ));
+    }
+    Ok(match (&b.ids, &b.handler_name, b.all) {
+        (Some(ids), _, _) => Selection::Ids(ids.clone()),
+        (_, Some(handler), _) => {
+            validate::text("handler_name", handler, false)?;
+            Selection::Handler(handler.clone())
+        }
+        (_, _, Some(true)) => Selection::All,
+        _ => {
+            return Err(ApiError::invalid(
+                "selection",
+                "all",
+                "all must be true when it is the selection",
+            ))
+        }
+    })
+}
+
+fn bulk_answer(done: Bulk) -> Result<CronsChanged, ApiError> {
+    match done {
+        Bulk::Done { changed, unchanged } => Ok(CronsChanged { changed, unchanged }),
+        Bulk::Unknown(ids) => Err(ApiError::not_found_message(format!(
+            "no cron has id {}; nothing changed",
+            ids.iter()
+                .map(|id| id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+fn pause_note_needs_pause() -> ApiError {
+    ApiError::invalid(
+        "pause_note_without_pause",
+        "pause_note",
+        "pause_note goes with is_enabled: false (a note says why a cron is paused)",
+    )
 }
 
 impl CronsApi {

@@ -16,7 +16,7 @@ use super::models::{
     MAX_BULK_JOBS,
 };
 use super::strict::OneOrMany;
-use super::{validate, AdminState, ApiTag};
+use super::{validate, AdminState, ApiTag, OPERATOR};
 use crate::entities::job_execution::{ParamSource, Status};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::store::create::NewExecution;
@@ -110,7 +110,7 @@ impl JobsApi {
                 b.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS),
             )
             .await?;
-        tracing::info!(execution_id = execution.id, handler = %execution.handler_name, "admin: execution created");
+        tracing::info!(execution_id = execution.id, handler = %execution.handler_name, operator = OPERATOR, "admin: execution created");
         let view = self.state.store.with_cron_names(vec![execution]).await?;
         let view = view
             .into_iter()
@@ -138,7 +138,11 @@ impl JobsApi {
     async fn delete(&self, id: Path<i64>) -> Result<Deleted, ApiError> {
         match self.state.store.delete_execution(id.0).await? {
             Action::Done(()) => {
-                tracing::info!(execution_id = id.0, "admin: execution deleted");
+                tracing::info!(
+                    execution_id = id.0,
+                    operator = OPERATOR,
+                    "admin: execution deleted"
+                );
                 Ok(Deleted::NoContent)
             }
             Action::NotFound => Err(ApiError::not_found("execution", id.0)),
@@ -235,6 +239,7 @@ impl JobsApi {
             count = ids.len(),
             first_id = ids.first(),
             last_id = ids.last(),
+            operator = OPERATOR,
             "admin: executions created"
         );
         Ok(JobsCreated::Created(Json(ExecutionsCreated::Many(ids))))
@@ -249,7 +254,7 @@ impl JobsApi {
     ) -> Result<Json<Execution>, ApiError> {
         match action {
             Action::Done(row) => {
-                tracing::info!(execution_id = id, status = %row.status, "admin: execution {verb}");
+                tracing::info!(execution_id = id, status = %row.status, operator = OPERATOR, "admin: execution {verb}");
                 let view = self.state.store.with_cron_names(vec![row]).await?;
                 let view = view
                     .into_iter()
