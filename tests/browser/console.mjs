@@ -134,9 +134,13 @@ async function fillCron(values) {
   }
 }
 
-/** Clicks Trigger on a cron's row, follows the link to the new execution, returns its id. */
+/** Runs a cron from its row's Run form (params prefilled, a reason), follows the link to the
+ * new execution, returns its id. */
 async function triggerAndFollow(name) {
   await row(name).getByTestId('cron-trigger').click();
+  await page.getByTestId('run-form').waitFor();
+  await page.getByTestId('run-reason').fill('from the browser test');
+  await page.getByTestId('run-submit').click();
   const link = page.getByTestId('trigger-link');
   await link.waitFor();
   const href = await link.getAttribute('href');
@@ -234,6 +238,8 @@ try {
     await waitForStatus(helloRun, 'SUCCESS');
     const result = await text(page.getByTestId('job-result'))();
     check(/hello/.test(result), `the result does not show the output: ${result}`);
+    const props = await text(page.getByTestId('job-props'))();
+    check(props.includes('from the browser test') && props.includes('admin'), `the run's reason and operator are not shown: ${props}`);
     check(await page.getByTestId('job-retry').isDisabled(), 'Retry is enabled on a SUCCESS');
     check(await page.getByTestId('job-cancel').isDisabled(), 'Cancel is enabled on a SUCCESS');
     await shot('job-success');
@@ -324,7 +330,10 @@ try {
     await waitFor('the edited description', text(row(hello)), (t) => t.includes('says hello, edited'));
 
     await row(hello).getByTestId('cron-toggle').click();
+    await row(hello).getByTestId('cron-pause-input').fill('paused by the browser test');
+    await row(hello).getByTestId('cron-pause-confirm').click();
     await waitFor('the cron to be disabled', text(row(hello).getByTestId('cron-enabled')), (t) => t === 'disabled');
+    await waitFor('the pause note', text(row(hello).getByTestId('cron-pause-note')), (t) => t.includes('paused by the browser test'));
 
     await row(flaky).getByTestId('cron-delete').click();
     await row(flaky).getByTestId('cron-delete-confirm').click();
@@ -348,6 +357,18 @@ try {
       return { status: r.status, body: await r.json() };
     }, [helloId, token]);
     check(response.status === 200 && response.body.is_enabled === true, `a repeated enable answered ${JSON.stringify(response)}`);
+  });
+
+  await step('selected crons are paused with one note, then resumed', async () => {
+    await row(hello).getByTestId('cron-select').check();
+    await page.getByTestId('bulk-note').fill('bulk pause from the browser');
+    await page.getByTestId('bulk-pause').click();
+    await waitFor('the selected cron to be paused', text(row(hello).getByTestId('cron-enabled')), (t) => t === 'disabled');
+    await waitFor('its pause note', text(row(hello).getByTestId('cron-pause-note')), (t) => t.includes('bulk pause from the browser'));
+    await row(hello).getByTestId('cron-select').check();
+    await page.getByTestId('bulk-resume').click();
+    await waitFor('the selected cron to be enabled again', text(row(hello).getByTestId('cron-enabled')), (t) => t === 'enabled');
+    check(await row(hello).getByTestId('cron-pause-note').count() === 0, 'the pause note stays after the resume');
   });
 
   await step('log out brings the sign-in form back', async () => {

@@ -294,16 +294,24 @@ function setupPager(go) {
 const CRON_FIELDS = [
   'name', 'description', 'cron_expression', 'timezone', 'handler_name', 'handler_params',
   'is_enabled', 'overlap_policy', 'max_retry', 'timeout_seconds', 'misfire_policy',
-  'excluded_dates', 'jitter_seconds',
+  'excluded_dates', 'jitter_seconds', 'on_success', 'on_failure',
 ];
 const CRON_DEFAULTS = {
   name: '', description: '', cron_expression: '', timezone: 'UTC', handler_name: '',
   handler_params: null, is_enabled: true, overlap_policy: 'allow', max_retry: 3,
   timeout_seconds: 300, misfire_policy: 'latest', excluded_dates: [], jitter_seconds: 0,
+  on_success: [], on_failure: [],
 };
 
+/** "3, 5" -> [3, 5]; null when a part is not a cron id. */
+function idList(text) {
+  const parts = text.split(/[\s,]+/).filter(Boolean);
+  const ids = parts.map(Number);
+  return ids.every((n) => Number.isInteger(n) && n > 0) ? ids : null;
+}
+
 function cronsPage() {
-  const state = { page: posInt(new URLSearchParams(location.search).get('page'), 1), editing: null };
+  const state = { page: posInt(new URLSearchParams(location.search).get('page'), 1), editing: null, selected: new Set(), running: null };
   const panel = $('#cron-form-panel');
   const form = $('#cron-form');
   const input = (field) => $(`#f-${field}`);
@@ -344,7 +352,22 @@ function cronsPage() {
     const row = el(
       'tr',
       { 'data-testid': 'cron-row', 'data-cron-id': cron.id, 'data-cron-name': cron.name },
-      el('td', { class: 'muted' }, String(cron.id)),
+      el(
+        'td',
+        { class: 'muted' },
+        (() => {
+          const box = el('input', { type: 'checkbox', 'data-testid': 'cron-select', 'aria-label': `Select ${cron.name}` });
+          box.checked = state.selected.has(cron.id);
+          box.addEventListener('change', () => {
+            if (box.checked) state.selected.add(cron.id);
+            else state.selected.delete(cron.id);
+            renderBulk();
+          });
+          return box;
+        })(),
+        ' ',
+        String(cron.id),
+      ),
       el(
         'td',
         {},
@@ -358,6 +381,19 @@ function cronsPage() {
         'td',
         {},
         el('span', { class: `badge ${cron.is_enabled ? 'on' : 'off'}`, 'data-testid': 'cron-enabled' }, cron.is_enabled ? 'enabled' : 'disabled'),
+        !cron.is_enabled && (cron.pause_note || cron.paused_at)
+          ? el(
+            'div',
+            { class: 'sub', 'data-testid': 'cron-pause-note', title: `paused ${cron.paused_at || ''} by ${cron.paused_by || '?'}` },
+            cron.pause_note || 'paused',
+            cron.paused_by ? el('span', { class: 'muted' }, ` · ${cron.paused_by}`) : null,
+          )
+          : null,
+        cron.on_success.length || cron.on_failure.length
+          ? el('div', { class: 'sub muted', 'data-testid': 'cron-chains' },
+            [cron.on_success.length ? `then #${cron.on_success.join(', #')}` : null,
+              cron.on_failure.length ? `on failure #${cron.on_failure.join(', #')}` : null].filter(Boolean).join(' · '))
+          : null,
       ),
       nextFireCell(cron),
       el('td', {}, timeEl(cron.last_fire_time)),
@@ -397,8 +433,8 @@ function cronsPage() {
     };
     cell.replaceChildren(
       button('Edit', 'cron-edit', () => editCron(cron.id)),
-      button(cron.is_enabled ? 'Disable' : 'Enable', 'cron-toggle', () => toggleCron(cron)),
-      button('Trigger', 'cron-trigger', () => triggerCron(cron)),
+      button(cron.is_enabled ? 'Disable' : 'Enable', 'cron-toggle', () => (cron.is_enabled ? askPause(cell, cron) : toggleCron(cron))),
+      button('Run…', 'cron-trigger', () => openRun(cron)),
       button('Delete', 'cron-delete', () => askDelete(cell, cron), 'danger'),
     );
   }
@@ -424,10 +460,30 @@ function cronsPage() {
     no.focus();
   }
 
-  async function toggleCron(cron) {
+  // Disabling asks for a note in the row (why it is paused; optional).
+  function askPause(cell, cron) {
+    const note = el('input', { type: 'text', maxlength: 1000, placeholder: 'why (optional)', 'data-testid': 'cron-pause-input', 'aria-label': 'Pause note' });
+    const yes = el('button', { type: 'button', class: 'small solid', 'data-testid': 'cron-pause-confirm' }, 'Disable');
+    const no = el('button', { type: 'button', class: 'small', 'data-testid': 'cron-pause-cancel' }, 'Keep');
+    yes.addEventListener('click', async () => {
+      yes.disabled = true;
+      await toggleCron(cron, note.value.trim() || null);
+      renderActions(cell, cron);
+    });
+    note.addEventListener('keydown', (event) => {
+      if (event.key === 'Enter') yes.click();
+    });
+    no.addEventListener('click', () => renderActions(cell, cron));
+    cell.replaceChildren(note, ' ', yes, ' ', no);
+    note.focus();
+  }
+
+  async function toggleCron(cron, pauseNote) {
     try {
       // The state wanted, not a flip: a repeated click or a retried request cannot undo it.
-      const updated = await api('POST', `/api/crons/${cron.id}/toggle`, { is_enabled: !cron.is_enabled });
+      const body = { is_enabled: !cron.is_enabled };
+      if (pauseNote) body.pause_note = pauseNote;
+      const updated = await api('POST', `/api/crons/${cron.id}/toggle`, body);
       flash('ok', `“${updated.name}” is now ${updated.is_enabled ? 'enabled' : 'disabled'}.`);
       await load();
     } catch (error) {
@@ -435,17 +491,92 @@ function cronsPage() {
     }
   }
 
-  async function triggerCron(cron) {
+  // Run now: a small form with the cron's params prefilled, a reason, and whether its
+  // overlap policy applies.
+  const runPanel = $('#run-form-panel');
+  function openRun(cron) {
+    state.running = cron;
+    $('#run-form-title').textContent = `Run “${cron.name}” now`;
+    $('#run-params').value = cron.handler_params === null || cron.handler_params === undefined ? '' : prettyJson(cron.handler_params);
+    $('#run-reason').value = '';
+    $('#run-respect-overlap').checked = true;
+    $('#run-overlap-hint').textContent = cron.overlap_policy === 'allow'
+      ? 'Its overlap policy is allow: it runs beside anything unfinished.'
+      : `Its overlap policy is ${cron.overlap_policy}: unticked, it runs beside an unfinished execution anyway.`;
+    $('#run-error').textContent = '';
+    runPanel.hidden = false;
+    runPanel.scrollIntoView({ block: 'nearest' });
+    $('#run-reason').focus();
+  }
+
+  function closeRun() {
+    state.running = null;
+    runPanel.hidden = true;
+  }
+
+  async function submitRun(event) {
+    event.preventDefault();
+    const cron = state.running;
+    if (!cron) return;
+    const body = { respect_overlap: $('#run-respect-overlap').checked };
+    const paramsText = $('#run-params').value.trim();
+    const original = cron.handler_params === null || cron.handler_params === undefined ? '' : prettyJson(cron.handler_params);
+    if (paramsText !== original.trim()) {
+      if (paramsText === '') {
+        body.params = null;
+      } else {
+        try {
+          body.params = JSON.parse(paramsText);
+        } catch (error) {
+          $('#run-error').textContent = `Params are not valid JSON: ${error.message}`;
+          return;
+        }
+      }
+    }
+    const reason = $('#run-reason').value.trim();
+    if (reason) body.reason = reason;
+    const submitButton = $('#run-submit');
+    submitButton.disabled = true;
     try {
-      const execution = await api('POST', `/api/crons/${cron.id}/trigger`);
+      const execution = await api('POST', `/api/crons/${cron.id}/trigger`, body);
+      closeRun();
       flash(
         'ok',
         `Triggered “${cron.name}”: `,
         el('a', { href: `/jobs/${execution.id}`, 'data-testid': 'trigger-link' }, `execution #${execution.id}`),
+        execution.status === 'WAITING' ? ' (waits behind the unfinished one)' : '',
       );
       load().catch(showLoadError);
     } catch (error) {
-      if (error.status !== 401) flash('error', `Could not trigger “${cron.name}”: ${error.message}`);
+      if (error.status !== 401) $('#run-error').textContent = error.message;
+    } finally {
+      submitButton.disabled = false;
+    }
+  }
+
+  // Bulk pause and resume of the selected crons, with one note.
+  function renderBulk() {
+    const n = state.selected.size;
+    $('#bulk-count').textContent = n ? `${n} selected` : 'Select crons to pause or resume them together.';
+    $('#bulk-pause').disabled = n === 0;
+    $('#bulk-resume').disabled = n === 0;
+  }
+
+  async function bulk(action) {
+    const ids = [...state.selected];
+    const note = $('#bulk-note').value.trim();
+    const body = { ids };
+    if (note) body.note = note;
+    try {
+      const done = await api('POST', `/api/crons/${action}`, body);
+      const verb = action === 'pause' ? 'Paused' : 'Resumed';
+      flash('ok', `${verb} ${done.changed.length} cron(s)${done.unchanged.length ? `; ${done.unchanged.length} already ${action === 'pause' ? 'paused' : 'enabled'}` : ''}.`);
+      state.selected.clear();
+      $('#bulk-note').value = '';
+      renderBulk();
+      await load();
+    } catch (error) {
+      if (error.status !== 401) flash('error', `Could not ${action}: ${error.message}`);
     }
   }
 
@@ -483,7 +614,7 @@ function cronsPage() {
       if (node.type === 'checkbox') node.checked = Boolean(value);
       else if (field === 'handler_params') node.value = value === null || value === undefined ? '' : prettyJson(value);
       else if (field === 'cron_expression' && Array.isArray(value)) node.value = value.join('; ');
-      else if (field === 'excluded_dates') node.value = (value || []).join(', ');
+      else if (field === 'excluded_dates' || field === 'on_success' || field === 'on_failure') node.value = (value || []).join(', ');
       else node.value = value === null || value === undefined ? '' : String(value);
     }
     $('#cron-form-title').textContent = cron ? `Edit cron #${cron.id}` : 'New cron';
@@ -520,6 +651,11 @@ function cronsPage() {
     };
     for (const field of ['name', 'cron_expression', 'handler_name']) {
       if (!body[field]) errors[field] = 'Required.';
+    }
+    for (const field of ['on_success', 'on_failure']) {
+      const ids = idList(text(field));
+      if (ids === null) errors[field] = 'Cron ids separated by commas, such as 3, 5.';
+      else body[field] = ids;
     }
     const params = text('handler_params');
     if (params === '') {
@@ -592,6 +728,11 @@ function cronsPage() {
   form.addEventListener('submit', submit);
   $('#cron-new').addEventListener('click', () => openForm(null));
   $('#cron-cancel').addEventListener('click', closeForm);
+  $('#run-form').addEventListener('submit', submitRun);
+  $('#run-cancel').addEventListener('click', closeRun);
+  $('#bulk-pause').addEventListener('click', () => bulk('pause'));
+  $('#bulk-resume').addEventListener('click', () => bulk('resume'));
+  renderBulk();
 
   fillTimezones();
   fillHandlers();
@@ -784,6 +925,12 @@ function jobPage() {
       ['Handler', el('code', {}, job.handler_name)],
       ['Status', badge(job.status)],
       ['Param source', dash(job.param_source)],
+      ['Reason', dash(job.reason)],
+      ['Requested by', dash(job.requested_by)],
+      ['Parent execution', job.parent_execution_id
+        ? el('a', { href: `/jobs/${job.parent_execution_id}`, 'data-testid': 'job-parent' }, `#${job.parent_execution_id}`)
+        : dash(null)],
+      ['Backfill', dash(job.backfill_id === null || job.backfill_id === undefined ? null : `#${job.backfill_id}`)],
       ['Attempt', `${job.retry_count + 1} of at most ${job.max_retry + 1} (retry_count ${job.retry_count}, max_retry ${job.max_retry})`],
       ['Scheduled', timeEl(job.scheduled_time)],
       ['Run at', timeEl(job.run_at)],
