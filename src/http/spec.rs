@@ -17,7 +17,14 @@ const SINGLE_LINE: &str = r"^[^\x00-\x1f\x7f-\x9f]*$";
 const MULTI_LINE: &str = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$";
 
 /// Request bodies parsed with `deny_unknown_fields`.
-const CLOSED_SCHEMAS: [&str; 4] = ["CronCreate", "CronUpdate", "CronToggle", "ExecutionCreate"];
+const CLOSED_SCHEMAS: [&str; 6] = [
+    "CronCreate",
+    "CronUpdate",
+    "CronToggle",
+    "ExecutionCreate",
+    "TriggerRequest",
+    "CronSelection",
+];
 
 /// The spec as served.
 pub fn finish(spec: &str, token: bool, handlers: &[String]) -> String {
@@ -46,6 +53,9 @@ pub fn finish(spec: &str, token: bool, handlers: &[String]) -> String {
                     ("name", SINGLE_LINE),
                     ("cron_expression", SINGLE_LINE),
                     ("description", MULTI_LINE),
+                    ("pause_note", MULTI_LINE),
+                    ("reason", MULTI_LINE),
+                    ("note", MULTI_LINE),
                 ] {
                     if let Some(p) = schema.pointer_mut(&format!("/properties/{field}")) {
                         p["pattern"] = json!(pattern);
@@ -59,6 +69,13 @@ pub fn finish(spec: &str, token: bool, handlers: &[String]) -> String {
                 }
                 if let Some(example) = example(name, handler) {
                     schema["example"] = example;
+                }
+            }
+            // poem-openapi gives a `one_of` union `type: object` beside its `oneOf` of a
+            // string and an array, which nothing satisfies: the `oneOf` alone says it.
+            if schema.get("oneOf").is_some() {
+                if let Some(map) = schema.as_object_mut() {
+                    map.remove("type");
                 }
             }
             nullable_optionals(schema);
@@ -109,6 +126,8 @@ fn example(schema: &str, handler: Option<&String>) -> Option<Value> {
         "CronUpdate" => json!({ "cron_expression": "0 3 * * *", "is_enabled": true }),
         "CronToggle" => json!({ "is_enabled": false }),
         "ExecutionCreate" => json!({ "handler_name": handler, "max_retry": 0 }),
+        "TriggerRequest" => json!({ "reason": "rerun after the fix", "respect_overlap": true }),
+        "CronSelection" => json!({ "handler_name": handler, "note": "database maintenance" }),
         _ => return None,
     })
 }
