@@ -109,6 +109,11 @@ fn example(schema: &str, handler: Option<&String>) -> Option<Value> {
         "CronUpdate" => json!({ "cron_expression": "0 3 * * *", "is_enabled": true }),
         "CronToggle" => json!({ "is_enabled": false }),
         "ExecutionCreate" => json!({ "handler_name": handler, "max_retry": 0 }),
+        "BackfillCreate" => json!({
+            "from": "2026-01-01T00:00:00Z",
+            "to": "2026-01-08T00:00:00Z",
+            "dry_run": true,
+        }),
         _ => return None,
     })
 }
