@@ -1,6 +1,6 @@
-//! The OpenAPI operations of the admin API (poem-openapi): crons, backfills, executions ("jobs"),
-//! statistics, workers and the probes. The spec is generated from these types, so it
-//! cannot drift from what the handlers accept and return.
+//! The OpenAPI operations of the admin API (poem-openapi): crons, backfills, executions
+//! ("jobs"), statistics, workers and the probes. The spec is generated from these types, so
+//! it cannot drift from what the handlers accept and return.
 
 pub mod backfill;
 pub mod crons;
