@@ -70,7 +70,7 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Cron expression tools
+    /// Cron expression tools, and backfills of past fire times
     Cron {
         #[command(subcommand)]
         command: CronCommand,
@@ -191,6 +191,49 @@ enum CronCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Create executions for a cron's past fire times in [--from, --to) that have none
+    ///
+    /// Talks to the configured database directly. Fire times that have a row are left alone
+    /// unless --rerun names their decision; excluded dates are not run; a repeated backfill
+    /// creates nothing new. By default they run one at a time in fire-time order
+    /// (--overlap buffer_all); --overlap allow runs them concurrently. A range that would
+    /// run more than --max-runs fire times is refused, saying how many. Prints one line per
+    /// fire time (or, with --json, the answer of POST /api/crons/{id}/backfill).
+    Backfill(BackfillArgs),
+}
+
+#[derive(clap::Args)]
+struct BackfillArgs {
+    /// The cron's id
+    id: i64,
+    /// Fire times at or after this instant (RFC 3339)
+    #[arg(long, value_name = "RFC3339")]
+    from: String,
+    /// Fire times before this instant (RFC 3339); moved back to now when later
+    #[arg(long, value_name = "RFC3339")]
+    to: String,
+    /// Print what it would do; write nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// buffer_all (one at a time, in fire-time order) or allow (concurrently)
+    #[arg(long, value_name = "OVERLAP", default_value = "buffer_all",
+          value_parser = ["buffer_all", "allow"])]
+    overlap: String,
+    /// Same as --overlap allow
+    #[arg(long, conflicts_with = "overlap")]
+    allow_overlap: bool,
+    /// Decisions to run again: missed, skipped, failed (comma-separated)
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    rerun: Vec<String>,
+    /// The most fire times it may create or re-run (1-10000)
+    #[arg(long, value_name = "N", default_value_t = jobu::store::backfill::DEFAULT_MAX_RUNS)]
+    max_runs: u32,
+    /// Why (kept on the backfill and its executions)
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+    /// Print the answer as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -204,6 +247,9 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Show,
         } => config_show(cli.config),
+        Command::Cron {
+            command: CronCommand::Backfill(args),
+        } => cron_backfill(cli.config, args),
         Command::Cron { command } => cron_next(command),
         Command::Bench {
             scenario,
@@ -448,6 +494,10 @@ fn cron_next(command: CronCommand) -> ExitCode {
     use jobu::schedule::{check_jitter, parse_excluded_dates, Timetable};
     use std::sync::Arc;
 
+    let usage = |msg: String| {
+        eprintln!("jobu: {msg}");
+        ExitCode::from(EXIT_USAGE)
+    };
     let CronCommand::Next {
         expression,
         tz,
@@ -457,10 +507,9 @@ fn cron_next(command: CronCommand) -> ExitCode {
         jitter,
         job_id,
         json,
-    } = command;
-    let usage = |msg: String| {
-        eprintln!("jobu: {msg}");
-        ExitCode::from(EXIT_USAGE)
+    } = command
+    else {
+        return usage("expected `jobu cron next`".to_string());
     };
     if count == 0 || count > MAX_NEXT_COUNT {
         return usage(format!("--count must be between 1 and {MAX_NEXT_COUNT}"));
@@ -560,4 +609,177 @@ fn prune(config: Option<PathBuf>, dry_run: bool) -> ExitCode {
         }
         ExitCode::SUCCESS
     })
+}
+
+/// An RFC 3339 instant of an option, or the message that says what is wrong.
+fn instant_arg(option: &str, text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            format!(
+                "{option} {text:?} is not an RFC 3339 instant such as 2026-01-31T09:00:00Z ({e})"
+            )
+        })
+}
+
+/// `jobu cron backfill`: [`Store::backfill`] on the configured database.
+fn cron_backfill(config: Option<PathBuf>, args: BackfillArgs) -> ExitCode {
+    use jobu::store::backfill::{BackfillOverlap, BackfillRequest, Rerun};
+    use jobu::store::StoreError;
+    let usage = |msg: String| {
+        eprintln!("jobu: {msg}");
+        ExitCode::from(EXIT_USAGE)
+    };
+    let (from, to) = match (
+        instant_arg("--from", &args.from),
+        instant_arg("--to", &args.to),
+    ) {
+        (Ok(from), Ok(to)) => (from, to),
+        (Err(e), _) | (_, Err(e)) => return usage(e),
+    };
+    let overlap = if args.allow_overlap {
+        BackfillOverlap::Allow
+    } else {
+        match args.overlap.parse::<BackfillOverlap>() {
+            Ok(o) => o,
+            Err(e) => return usage(format!("--overlap: {e}")),
+        }
+    };
+    let mut rerun = std::collections::BTreeSet::new();
+    for item in args.rerun.iter().filter(|r| !r.trim().is_empty()) {
+        match item.parse::<Rerun>() {
+            Ok(r) => {
+                rerun.insert(r);
+            }
+            Err(e) => return usage(format!("--rerun: {e}")),
+        }
+    }
+    let reason = args
+        .reason
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty());
+    if reason.as_ref().is_some_and(|r| r.chars().count() > 1000) {
+        return usage("--reason: at most 1000 characters".to_string());
+    }
+    let (settings, _log) = match load_settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let db = settings.default_database();
+    let url = redact_url(&db.url);
+    let request = BackfillRequest {
+        from,
+        to,
+        max_runs: args.max_runs,
+        dry_run: args.dry_run,
+        overlap,
+        rerun,
+        requested_by: Some(jobu::http::api::OPERATOR.to_string()),
+        reason,
+    };
+    runtime().block_on(async {
+        let store = match Store::connect(db).await {
+            Ok(store) => store,
+            Err(e) => {
+                eprintln!("jobu: cannot connect to {url}: {e}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        };
+        let cron = match store.cron(args.id).await {
+            Ok(Some(cron)) => cron,
+            Ok(None) => {
+                let _ = store.close().await;
+                return usage(format!("cron {} does not exist", args.id));
+            }
+            Err(e) => {
+                let _ = store.close().await;
+                eprintln!("jobu: cannot read cron {}: {e}", args.id);
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        };
+        let result = store.backfill(&cron, &request).await;
+        let _ = store.close().await;
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(StoreError::Rejected { field, message, .. }) => {
+                let option = match field {
+                    "max_runs" => "--max-runs",
+                    "from" => "--from",
+                    "to" => "--to",
+                    other => other,
+                };
+                return usage(format!("{option}: {message}"));
+            }
+            Err(e) => {
+                eprintln!("jobu: backfill of cron {} failed: {e}", cron.id);
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        };
+        let user = std::env::var("USER").unwrap_or_default();
+        tracing::info!(os_user = %user, "backfill from the command line");
+        jobu::http::api::backfill::log_outcome(&outcome, jobu::http::api::OPERATOR);
+        if args.json {
+            let answer = jobu::http::api::backfill::BackfillResult::from(outcome);
+            match poem_openapi::types::ToJSON::to_json(&answer) {
+                Some(v) => println!("{v}"),
+                None => {
+                    eprintln!("jobu: cannot encode the answer");
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+            }
+            return ExitCode::SUCCESS;
+        }
+        print!("{}", backfill_table(&cron.name, &outcome));
+        ExitCode::SUCCESS
+    })
+}
+
+/// The readable answer of `jobu cron backfill`.
+fn backfill_table(name: &str, o: &jobu::store::backfill::BackfillOutcome) -> String {
+    use std::fmt::Write;
+    let at = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    let mut out = String::new();
+    let head = match o.backfill_id {
+        Some(id) => format!("backfill {id} of cron {} ({name})", o.cron_id),
+        None => format!(
+            "dry run, nothing written: backfill of cron {} ({name})",
+            o.cron_id
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "{head}: [{}, {}), overlap {}",
+        at(o.from),
+        at(o.to),
+        o.overlap.as_str()
+    );
+    if let Some(note) = &o.note {
+        let _ = writeln!(out, "note: {note}");
+    }
+    let verb = if o.dry_run { "would create" } else { "created" };
+    let _ = writeln!(
+        out,
+        "{verb} {}, rerun {}, left alone {}, excluded {}",
+        o.created, o.rerun_count, o.left_alone, o.excluded
+    );
+    let _ = writeln!(
+        out,
+        "{:<26} {:<9} {:>10}  STATUS",
+        "FIRE TIME", "ACTION", "EXECUTION"
+    );
+    for i in &o.items {
+        let id = i
+            .execution_id
+            .map(|id| id.to_string())
+            .unwrap_or_else(|| "-".into());
+        let status = i.status.map(|s| s.as_str()).unwrap_or("-");
+        let _ = writeln!(
+            out,
+            "{:<26} {:<9} {:>10}  {status}",
+            at(i.fire_time),
+            i.action.as_str(),
+            id
+        );
+    }
+    out
 }

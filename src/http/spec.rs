@@ -17,13 +17,14 @@ const SINGLE_LINE: &str = r"^[^\x00-\x1f\x7f-\x9f]*$";
 const MULTI_LINE: &str = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$";
 
 /// Request bodies parsed with `deny_unknown_fields`.
-const CLOSED_SCHEMAS: [&str; 6] = [
+const CLOSED_SCHEMAS: [&str; 7] = [
     "CronCreate",
     "CronUpdate",
     "CronToggle",
     "ExecutionCreate",
     "TriggerRequest",
     "CronSelection",
+    "BackfillCreate",
 ];
 
 /// The spec as served.
@@ -128,6 +129,11 @@ fn example(schema: &str, handler: Option<&String>) -> Option<Value> {
         "ExecutionCreate" => json!({ "handler_name": handler, "max_retry": 0 }),
         "TriggerRequest" => json!({ "reason": "rerun after the fix", "respect_overlap": true }),
         "CronSelection" => json!({ "handler_name": handler, "note": "database maintenance" }),
+        "BackfillCreate" => json!({
+            "from": "2026-01-01T00:00:00Z",
+            "to": "2026-01-08T00:00:00Z",
+            "dry_run": true,
+        }),
         _ => return None,
     })
 }

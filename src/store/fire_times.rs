@@ -94,7 +94,8 @@ pub(crate) async fn record<C: ConnectionTrait>(
 impl Store {
     /// The cron's recorded decisions whose fire times meet `[from, to]` (a MISSED row that
     /// covers part of the window is included), oldest first, at most `limit`
-    /// ([`MAX_FIRE_TIMES`]). Operators' runs (`manual`, `api`) are not fire times, and rows
+    /// ([`MAX_FIRE_TIMES`]). A backfill's executions are fire times (`backfill`, see
+    /// [`super::backfill`]); operators' runs (`manual`, `api`) are not, and rows
     /// cancelled only because the cron was off are not decisions: both are left out.
     pub async fn fire_times(
         &self,
@@ -108,8 +109,8 @@ impl Store {
             .push(job_execution::select_list(false))
             .push(" FROM job_executions WHERE job_id = ")
             .bind(job_id)
-            .push(" AND param_source = ")
-            .bind(ParamSource::Cron.as_str())
+            .push(" AND param_source IN ")
+            .bind_list(&[ParamSource::Cron.as_str(), ParamSource::Backfill.as_str()])
             .push(" AND scheduled_time <= ")
             .bind(to)
             .push(" AND (scheduled_time >= ")

@@ -7,6 +7,7 @@
 //! - [`finish`]: how attempts end (success, failure, cancel, release), many per statement
 //! - [`overlap`]: overlap policies: one unfinished execution per exclusive cron, buffering
 //! - [`fire_times`]: the ledger of every fire time's decision (run, skipped, missed, excluded)
+//! - [`backfill`]: executions for a cron's past fire times on an operator's request
 //! - [`rescue`]: expired leases back to PENDING, or final when retries are exhausted
 //! - [`retention`]: old finished executions deleted in batches
 //! - [`crons`]: cron rows and the dispatcher's per-cron marker
@@ -17,6 +18,7 @@
 //!
 //! Every instant the protocols compare (eligibility, leases) comes from the database clock.
 
+pub mod backfill;
 pub mod bulk;
 pub mod chains;
 pub mod claim;

@@ -18,8 +18,8 @@
 //! carry `exclusive_run`, and a unique index keeps at most one such row of a cron PENDING
 //! or RUNNING: the invariant holds in the database whatever a process believes.
 //!
-//! A WAITING row becomes PENDING ([`Store::promote_waiting`]) when the cron has nothing
-//! unfinished left: the worker that recorded the end asks for it, and every dispatcher
+//! A WAITING row becomes PENDING ([`Store::promote_waiting`]) when the cron has no exclusive
+//! execution unfinished left: the worker that recorded the end asks for it, and every dispatcher
 //! poll looks for WAITING rows nobody promoted (a worker killed in between).
 
 use chrono::{DateTime, Utc};
@@ -354,8 +354,8 @@ async fn rearm_as<C: ConnectionTrait>(
 }
 
 impl Store {
-    /// Starts the next buffered fire time of each of these crons that has nothing PENDING or
-    /// RUNNING left: its oldest WAITING execution becomes PENDING. Under the cron's lock, so
+    /// Starts the next buffered fire time of each of these crons that has no exclusive
+    /// execution PENDING or RUNNING left: its oldest WAITING execution becomes PENDING. Under the cron's lock, so
     /// it cannot race a dispatcher's decision or another promotion. Returns how many started.
     pub async fn promote_waiting(&self, job_ids: &[i64]) -> StoreResult<u64> {
         let mut ids = job_ids.to_vec();
@@ -382,16 +382,21 @@ impl Store {
         Ok(promoted)
     }
 
-    /// Crons with a WAITING execution and nothing PENDING or RUNNING: a promotion nobody
-    /// made (the worker that ended the previous run died before asking). At most `limit`.
+    /// Crons with a WAITING execution and no exclusive one PENDING or RUNNING: a promotion
+    /// nobody made (the worker that ended the previous run died before asking, or a
+    /// backfill's process stopped between writing its rows and starting the first). At most
+    /// `limit`. Non-exclusive runs (an `allow` cron's own, or an `allow` backfill's) do not
+    /// hold the slot, as in [`promote_locked`].
     pub async fn stalled_waiting(&self, limit: u64) -> StoreResult<Vec<i64>> {
         let mut q = Sql::new(self.dialect);
         q.push("SELECT DISTINCT w.job_id FROM job_executions w WHERE w.status = ")
             .status(Status::Waiting)
             .push(
                 " AND w.job_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM job_executions a \
-                 WHERE a.job_id = w.job_id AND a.status IN ",
+                 WHERE a.job_id = w.job_id AND a.exclusive_run = ",
             )
+            .bind(true)
+            .push(" AND a.status IN ")
             .statuses(&UNFINISHED)
             .push(") LIMIT ")
             .push(&limit.to_string());
@@ -403,13 +408,25 @@ impl Store {
     }
 }
 
-/// [`Store::promote_waiting`] for one cron whose lock `db` holds.
+/// [`Store::promote_waiting`] for one cron whose lock `db` holds. Only exclusive rows hold
+/// the cron's slot (the unique index covers exactly those): a WAITING row of an `allow` cron
+/// (a backfill run one at a time) does not wait for the cron's own concurrent runs, which
+/// would never leave it a gap. The decision for a new fire time ([`create_locked`]) still
+/// looks at every unfinished row.
 pub(crate) async fn promote_locked<C: ConnectionTrait>(
     db: &C,
     dialect: Dialect,
     job_id: i64,
 ) -> Result<u64, DbErr> {
-    if !rows_in(db, dialect, job_id, &UNFINISHED).await?.is_empty() {
+    let mut q = Sql::new(dialect);
+    q.push("SELECT id FROM job_executions WHERE job_id = ")
+        .bind(job_id)
+        .push(" AND exclusive_run = ")
+        .bind(true)
+        .push(" AND status IN ")
+        .statuses(&UNFINISHED)
+        .push(" LIMIT 1");
+    if db.query_one(q.build()).await?.is_some() {
         return Ok(0);
     }
     let Some(next) = rows_in(db, dialect, job_id, &[Status::Waiting])

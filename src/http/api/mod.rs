@@ -1,7 +1,8 @@
-//! The OpenAPI operations of the admin API (poem-openapi): crons, executions ("jobs"),
-//! statistics, workers and the probes. The spec is generated from these types, so it
-//! cannot drift from what the handlers accept and return.
+//! The OpenAPI operations of the admin API (poem-openapi): crons, backfills, executions
+//! ("jobs"), statistics, workers and the probes. The spec is generated from these types, so
+//! it cannot drift from what the handlers accept and return.
 
+pub mod backfill;
 pub mod crons;
 pub mod jobs;
 pub mod models;
@@ -46,6 +47,7 @@ pub enum ApiTag {
 pub type Apis = (
     crons::CronsApi,
     schedules::SchedulesApi,
+    backfill::BackfillApi,
     jobs::JobsApi,
     system::SystemApi,
 );
@@ -57,6 +59,9 @@ pub fn service(state: Arc<AdminState>) -> OpenApiService<Apis, ()> {
             state: state.clone(),
         },
         schedules::SchedulesApi {
+            state: state.clone(),
+        },
+        backfill::BackfillApi {
             state: state.clone(),
         },
         jobs::JobsApi {
