@@ -371,6 +371,21 @@ try {
     check(await row(hello).getByTestId('cron-pause-note').count() === 0, 'the pause note stays after the resume');
   });
 
+  await step('a backfill is previewed, created and followed until it is done', async () => {
+    await row(hello).getByTestId('cron-backfill').click();
+    await page.getByTestId('backfill-form').waitFor();
+    // `hello` fires at 00:00 on 1 January: one fire time in this range.
+    await page.getByTestId('backfill-from').fill('2026-01-01T00:00:00Z');
+    await page.getByTestId('backfill-to').fill('2026-01-02T00:00:00Z');
+    await page.getByTestId('backfill-reason').fill('browser backfill');
+    await page.getByTestId('backfill-dry-run').click();
+    await waitFor('the preview', text(page.getByTestId('backfill-summary')), (t) => t.startsWith('Would do: 1 to create'));
+    await page.getByTestId('backfill-submit').click();
+    await waitFor('the backfill', text(page.getByTestId('backfill-summary')), (t) => /^Backfill #\d+: 1 created/.test(t));
+    await waitFor('its progress to reach the end', text(page.getByTestId('backfill-item').first()), (t) => t.includes('1 of 1 done') && t.includes('done'));
+    await page.getByTestId('backfill-close').click();
+  });
+
   await step('log out brings the sign-in form back', async () => {
     await page.getByTestId('nav-logout').click();
     await page.getByTestId('login-form').waitFor();

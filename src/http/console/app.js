@@ -311,7 +311,7 @@ function idList(text) {
 }
 
 function cronsPage() {
-  const state = { page: posInt(new URLSearchParams(location.search).get('page'), 1), editing: null, selected: new Set(), running: null };
+  const state = { page: posInt(new URLSearchParams(location.search).get('page'), 1), editing: null, selected: new Set(), running: null, backfilling: null };
   const panel = $('#cron-form-panel');
   const form = $('#cron-form');
   const input = (field) => $(`#f-${field}`);
@@ -435,6 +435,7 @@ function cronsPage() {
       button('Edit', 'cron-edit', () => editCron(cron.id)),
       button(cron.is_enabled ? 'Disable' : 'Enable', 'cron-toggle', () => (cron.is_enabled ? askPause(cell, cron) : toggleCron(cron))),
       button('Run…', 'cron-trigger', () => openRun(cron)),
+      button('Backfill…', 'cron-backfill', () => openBackfill(cron)),
       button('Delete', 'cron-delete', () => askDelete(cell, cron), 'danger'),
     );
   }
@@ -551,6 +552,96 @@ function cronsPage() {
       if (error.status !== 401) $('#run-error').textContent = error.message;
     } finally {
       submitButton.disabled = false;
+    }
+  }
+
+  // Backfill: past fire times of a cron that have no execution, previewed first (a dry
+  // run), then created; the panel follows the backfills' progress until they are done.
+  const backfillPanel = $('#backfill-panel');
+  let backfillTimer = null;
+
+  function isoMinutesAgo(minutes) {
+    return new Date(Date.now() - minutes * 60000).toISOString().replace(/\.\d{3}Z$/, 'Z');
+  }
+
+  function openBackfill(cron) {
+    state.backfilling = cron;
+    $('#backfill-title').textContent = `Backfill “${cron.name}”`;
+    $('#backfill-from').value = isoMinutesAgo(60);
+    $('#backfill-to').value = isoMinutesAgo(0);
+    $('#backfill-overlap').value = 'buffer_all';
+    $('#backfill-reason').value = '';
+    for (const box of document.querySelectorAll('[data-rerun]')) box.checked = false;
+    $('#backfill-error').textContent = '';
+    $('#backfill-preview').replaceChildren();
+    backfillPanel.hidden = false;
+    backfillPanel.scrollIntoView({ block: 'nearest' });
+    followBackfills();
+  }
+
+  function closeBackfill() {
+    state.backfilling = null;
+    backfillPanel.hidden = true;
+    clearTimeout(backfillTimer);
+  }
+
+  function backfillBody(dryRun) {
+    const body = {
+      from: $('#backfill-from').value.trim(),
+      to: $('#backfill-to').value.trim(),
+      overlap: $('#backfill-overlap').value,
+      dry_run: dryRun,
+      rerun: [...document.querySelectorAll('[data-rerun]')].filter((b) => b.checked).map((b) => b.dataset.rerun),
+    };
+    const reason = $('#backfill-reason').value.trim();
+    if (reason) body.reason = reason;
+    return body;
+  }
+
+  async function sendBackfill(dryRun) {
+    const cron = state.backfilling;
+    if (!cron) return;
+    $('#backfill-error').textContent = '';
+    try {
+      const answer = await api('POST', `/api/crons/${cron.id}/backfill`, backfillBody(dryRun));
+      const counts = `${answer.created} to create, ${answer.rerun} to run again, ${answer.left_alone} left alone, ${answer.excluded} excluded`;
+      $('#backfill-preview').replaceChildren(
+        el('p', { 'data-testid': 'backfill-summary' }, dryRun ? `Would do: ${counts}.` : `Backfill #${answer.backfill_id}: ${counts.replace('to create', 'created').replace('to run again', 'run again')}.`),
+        answer.note ? el('p', { class: 'muted' }, answer.note) : null,
+      );
+      if (!dryRun) followBackfills();
+    } catch (error) {
+      if (error.status !== 401) $('#backfill-error').textContent = error.message;
+    }
+  }
+
+  async function followBackfills() {
+    clearTimeout(backfillTimer);
+    const cron = state.backfilling;
+    if (!cron) return;
+    try {
+      const data = await api('GET', `/api/crons/${cron.id}/backfills?size=5`);
+      if (state.backfilling !== cron) return;
+      $('#backfill-list').replaceChildren(
+        ...(data.items.length
+          ? data.items.map((b) => {
+            const p = b.progress;
+            const counts = Object.entries(p.by_status).filter(([, n]) => n > 0).map(([st, n]) => `${n} ${st}`).join(', ');
+            return el(
+              'li',
+              { 'data-testid': 'backfill-item', 'data-backfill-id': b.id },
+              el('strong', {}, `#${b.id}`),
+              ` ${b.from} → ${b.to} (${b.overlap}): `,
+              el('span', { 'data-testid': 'backfill-progress' }, `${p.total - p.by_status.PENDING - p.by_status.RUNNING - p.by_status.WAITING} of ${p.total} done${counts ? ` · ${counts}` : ''}`),
+              p.done ? el('span', { class: 'badge SUCCESS' }, 'done') : el('span', { class: 'badge RUNNING' }, 'running'),
+              b.reason ? el('div', { class: 'sub' }, b.reason) : null,
+            );
+          })
+          : [el('li', { class: 'muted' }, 'No backfills of this cron yet.')]),
+      );
+      if (data.items.some((b) => !b.progress.done)) backfillTimer = setTimeout(followBackfills, 2000);
+    } catch (error) {
+      if (error.status !== 401) $('#backfill-error').textContent = `Could not load its backfills: ${error.message}`;
     }
   }
 
@@ -729,6 +820,12 @@ function cronsPage() {
   $('#cron-new').addEventListener('click', () => openForm(null));
   $('#cron-cancel').addEventListener('click', closeForm);
   $('#run-form').addEventListener('submit', submitRun);
+  $('#backfill-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    sendBackfill(false);
+  });
+  $('#backfill-dry-run').addEventListener('click', () => sendBackfill(true));
+  $('#backfill-close').addEventListener('click', closeBackfill);
   $('#run-cancel').addEventListener('click', closeRun);
   $('#bulk-pause').addEventListener('click', () => bulk('pause'));
   $('#bulk-resume').addEventListener('click', () => bulk('resume'));
