@@ -147,6 +147,10 @@ fn ctx(timeout: Duration) -> ExecutionContext {
         timeout,
         worker_id: "http-test".to_string(),
         transactions: None,
+        parent_execution_id: None,
+        parent_status: None,
+        parent_result: None,
+        parent_error: None,
     }
 }
 

@@ -1,8 +1,10 @@
 //! The Rescuer: every `interval`, returns RUNNING executions whose lease expired at least
 //! `grace` ago (their worker crashed, hung or lost the database) to PENDING with the attempt
 //! counted, or makes them FAILED when retries are exhausted, or CANCELLED when an operator
-//! asked for it ([`Store::rescue_expired`]; safe with any number of rescuers). It also warns about PENDING executions nobody claims, usually because no
-//! running worker has registered their handler.
+//! asked for it ([`Store::rescue_expired`]; safe with any number of rescuers). A rescue that
+//! makes an execution final starts its cron's `on_failure` chains. It also warns about
+//! PENDING executions nobody claims, usually because no running worker has registered their
+//! handler.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -129,6 +131,19 @@ async fn rescue(state: &mut RescuerState) -> StoreResult<()> {
         if !ended.is_empty() {
             state.shared.store.promote_waiting(&ended).await?;
         }
+        // A rescue that made a cron's execution final (retries spent) starts its
+        // on_failure chains (a dispatcher's poll would, later).
+        let final_of_crons: Vec<i64> = rows
+            .iter()
+            .filter(|r| r.job_id.is_some())
+            .filter(|r| r.status.parse::<Status>().is_ok_and(ends_chains))
+            .map(|r| r.id)
+            .collect();
+        if !final_of_crons.is_empty() {
+            if let Err(e) = state.shared.store.start_chains(&final_of_crons).await {
+                tracing::warn!(error = %e, "cannot start chained executions of rescued executions; a dispatcher's poll will");
+            }
+        }
         for row in &rows {
             tracing::warn!(
                 execution_id = row.id,
@@ -156,6 +171,11 @@ async fn rescue(state: &mut RescuerState) -> StoreResult<()> {
             return Ok(());
         }
     }
+}
+
+/// Statuses a rescue leaves that start chains (a rescue never records SUCCESS).
+fn ends_chains(status: Status) -> bool {
+    matches!(status, Status::Success | Status::Failed | Status::Timeout)
 }
 
 async fn report_overdue(state: &mut RescuerState) -> StoreResult<()> {

@@ -6,6 +6,8 @@
 //!   FAILED with the message;
 //! - a kill by the pool (deadline, operator cancel, lost lease, shutdown) drops the handler's
 //!   future at its next await: the pool knows why it killed the actor.
+//!
+//! A chained execution first reads its parent's outcome into the handler's context.
 
 use std::sync::Arc;
 
@@ -13,7 +15,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
 use tracing::Instrument;
 
+use crate::entities::job_execution::Status;
 use crate::handlers::{ExecutionContext, Handler};
+use crate::store::Store;
 
 pub struct TaskActor;
 
@@ -21,6 +25,10 @@ pub struct TaskArgs {
     pub handler: Arc<dyn Handler>,
     pub params: Value,
     pub ctx: ExecutionContext,
+    /// Set for a chained execution (`ctx.parent_execution_id`): the store its parent's
+    /// outcome is read from, here rather than in the pool so a slow read holds up this
+    /// attempt only (its deadline still applies).
+    pub parent_lookup: Option<Store>,
 }
 
 pub struct TaskState {
@@ -61,11 +69,25 @@ impl Actor for TaskActor {
                 let Some(TaskArgs {
                     handler,
                     params,
-                    ctx,
+                    mut ctx,
+                    parent_lookup,
                 }) = state.args.take()
                 else {
                     return Ok(());
                 };
+                if let (Some(store), Some(parent)) = (parent_lookup, ctx.parent_execution_id) {
+                    // A failed read fails the attempt (retried as any failure): the handler
+                    // must not take a missing outcome for a parent that is gone.
+                    let outcome = store
+                        .parent_outcome(parent)
+                        .await
+                        .map_err(|e| format!("cannot read the parent execution {parent}: {e}"))?;
+                    if let Some(p) = outcome {
+                        ctx.parent_status = p.status.parse::<Status>().ok();
+                        ctx.parent_result = p.result.filter(|r| !r.is_null());
+                        ctx.parent_error = p.error_message;
+                    }
+                }
                 let span = tracing::info_span!(
                     "attempt",
                     execution_id = ctx.execution_id,

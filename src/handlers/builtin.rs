@@ -159,6 +159,10 @@ mod tests {
             timeout: Duration::from_secs(60),
             worker_id: "test-worker".to_string(),
             transactions: None,
+            parent_execution_id: None,
+            parent_status: None,
+            parent_result: None,
+            parent_error: None,
         }
     }
 

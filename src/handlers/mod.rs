@@ -25,6 +25,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::config::HandlersSettings;
+use crate::entities::job_execution::Status;
 use crate::txn::{Coordinator, Fence, Tx, TxFuture, TxnError};
 
 pub use async_trait::async_trait;
@@ -49,6 +50,16 @@ pub struct ExecutionContext {
     /// The named databases (`worker.databases`) and the attempt's fence; `None` outside a
     /// worker (unit tests of handlers).
     pub transactions: Option<AttemptTransactions>,
+    /// The execution whose final outcome started this one (a chain: `on_success` or
+    /// `on_failure` of its cron); `None` for every other execution.
+    pub parent_execution_id: Option<i64>,
+    /// The parent's final status (SUCCESS, FAILED or TIMEOUT); `None` without a parent, or
+    /// when the parent is gone (deleted by retention or an operator).
+    pub parent_status: Option<Status>,
+    /// The parent's result (a SUCCESS parent's handler result; `None` when it has none).
+    pub parent_result: Option<Value>,
+    /// The parent's error message (a FAILED or TIMEOUT parent's last attempt).
+    pub parent_error: Option<String>,
 }
 
 /// What an attempt needs to use the named databases: the coordinator of the process and the

@@ -11,7 +11,11 @@
 //! with `JOBU_`, which may hold a database password), plus `env`, plus these, which win over `env`: `JOBU_EXECUTION_ID`, `JOBU_JOB_ID`
 //! (empty for ad-hoc runs), `JOBU_SCHEDULED_TIME` (RFC 3339 UTC, e.g.
 //! `2024-01-02T03:04:05Z`), `JOBU_ATTEMPT` (1 for the first attempt), `JOBU_HANDLER`,
-//! `JOBU_WORKER_ID`.
+//! `JOBU_WORKER_ID`; for an execution a chain started (`on_success` / `on_failure` of another
+//! cron) also `JOBU_PARENT_EXECUTION_ID`, `JOBU_PARENT_STATUS` (`SUCCESS`, `FAILED` or
+//! `TIMEOUT`), `JOBU_PARENT_RESULT` (the parent's result as JSON text, e.g. its
+//! `{"exit_code": 0, "stdout": …}`) and `JOBU_PARENT_ERROR` (a failed parent's error message),
+//! each empty when there is no parent, or no such value (a parent deleted since).
 //!
 //! Output: stdin is `/dev/null`; only the last `handlers.shell.output_tail_bytes` bytes of
 //! stdout and of stderr are kept (a leading `…` marks a cut). Exit code 0 gives the result
@@ -276,7 +280,7 @@ fn format_scheduled_time(time: &DateTime<Utc>) -> String {
 }
 
 /// The variables jobu sets for the child; applied after the user's `env`, so they win.
-fn jobu_env(ctx: &ExecutionContext) -> [(&'static str, String); 6] {
+fn jobu_env(ctx: &ExecutionContext) -> [(&'static str, String); 10] {
     [
         ("JOBU_EXECUTION_ID", ctx.execution_id.to_string()),
         (
@@ -290,6 +294,29 @@ fn jobu_env(ctx: &ExecutionContext) -> [(&'static str, String); 6] {
         ("JOBU_ATTEMPT", ctx.attempt.to_string()),
         ("JOBU_HANDLER", ctx.handler_name.clone()),
         ("JOBU_WORKER_ID", ctx.worker_id.clone()),
+        (
+            "JOBU_PARENT_EXECUTION_ID",
+            ctx.parent_execution_id
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+        ),
+        (
+            "JOBU_PARENT_STATUS",
+            ctx.parent_status
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+        ),
+        (
+            "JOBU_PARENT_RESULT",
+            ctx.parent_result
+                .as_ref()
+                .map(|r| r.to_string())
+                .unwrap_or_default(),
+        ),
+        (
+            "JOBU_PARENT_ERROR",
+            ctx.parent_error.clone().unwrap_or_default(),
+        ),
     ]
 }
 
@@ -621,6 +648,10 @@ mod tests {
             timeout: Duration::from_secs(60),
             worker_id: "worker-test-1".to_string(),
             transactions: None,
+            parent_execution_id: None,
+            parent_status: None,
+            parent_result: None,
+            parent_error: None,
         }
     }
 
@@ -761,6 +792,30 @@ mod tests {
             )
             .await;
         assert_eq!(ok_stdout(result), "[] 2024-01-02T03:04:05.250Z");
+    }
+
+    #[tokio::test]
+    async fn a_chained_execution_sees_its_parent() {
+        let script = r#"printf '[%s] [%s] [%s] [%s]' "${JOBU_PARENT_EXECUTION_ID-unset}" \
+            "${JOBU_PARENT_STATUS-unset}" "${JOBU_PARENT_RESULT-unset}" "${JOBU_PARENT_ERROR-unset}""#;
+        let _guard = SPAWN_LOCK.read().await;
+        // Without a parent every one is set, and empty.
+        let result = shell(4096).run(json!({ "command": script }), ctx()).await;
+        assert_eq!(ok_stdout(result), "[] [] [] []");
+        let mut context = ctx();
+        context.parent_execution_id = Some(41);
+        context.parent_status = Some(crate::entities::job_execution::Status::Success);
+        context.parent_result = Some(json!({"exit_code": 0, "stdout": "a b\n"}));
+        let result = shell(4096)
+            .run(
+                json!({"command": script, "env": {"JOBU_PARENT_EXECUTION_ID": "9"}}),
+                context,
+            )
+            .await;
+        assert_eq!(
+            ok_stdout(result),
+            r#"[41] [SUCCESS] [{"exit_code":0,"stdout":"a b\n"}] []"#
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`claim`]: PENDING -> RUNNING by conditional update, with owner token and lease
 //! - [`transition`]: the retry rule, lease renewal and cancel polls of a claimed attempt
 //! - [`finish`]: how attempts end (success, failure, cancel, release), many per statement
+//! - [`chain_start`]: the executions a final outcome starts (`on_success`, `on_failure`)
 //! - [`overlap`]: overlap policies: one unfinished execution per exclusive cron, buffering
 //! - [`fire_times`]: the ledger of every fire time's decision (run, skipped, missed, excluded)
 //! - [`backfill`]: executions for a cron's past fire times on an operator's request
@@ -20,6 +21,7 @@
 
 pub mod backfill;
 pub mod bulk;
+pub mod chain_start;
 pub mod chains;
 pub mod claim;
 pub mod create;

@@ -25,8 +25,10 @@
 //! New, edited and re-enabled crons (no marker) are planned by the pass that runs every
 //! `poll_interval`; an edit applies to every execution created after it, since a page reads
 //! its crons under lock. Each poll also cancels executions created ahead for crons disabled
-//! or deleted since. Misfires (fire times more than `misfire_grace` late: every dispatcher
-//! was down) follow the cron's policy (`plan.rs`).
+//! or deleted since, starts buffered fire times nobody started and, every few seconds, the
+//! chains of final executions nobody started (`store::chain_start`). Misfires (fire times
+//! more than `misfire_grace` late: every dispatcher was down) follow the cron's policy
+//! (`plan.rs`).
 
 mod pace;
 mod page;
@@ -48,6 +50,13 @@ use page::Planner;
 
 /// Crons whose stalled buffered fire times one poll starts at most.
 const STALLED_PER_POLL: u64 = 1000;
+
+/// Parents without children one sweep starts chains for at most.
+const CHAINS_PER_SWEEP: u64 = 500;
+
+/// The chain sweep runs on poll ticks, at most this often (its query reads every recent
+/// execution of the crons with chains).
+const CHAIN_SWEEP_EVERY: Duration = Duration::from_secs(3);
 
 /// How soon a tick looks again when crons are due but other dispatchers hold all of them.
 const RETRY_HELD: Duration = Duration::from_millis(100);
@@ -96,6 +105,7 @@ pub struct DispatcherState {
     planner: Planner,
     pace: Pace,
     last_poll: Option<Instant>,
+    last_chain_sweep: Option<Instant>,
     error_streak: u32,
     timer: Option<tokio::task::JoinHandle<()>>,
 }
@@ -124,6 +134,7 @@ impl Actor for Dispatcher {
             pace: Pace::new(config.lookahead, config.max_lookahead),
             config,
             last_poll: None,
+            last_chain_sweep: None,
             error_streak: 0,
             timer: None,
         })
@@ -205,6 +216,13 @@ async fn tick(state: &mut DispatcherState) -> StoreResult<Duration> {
                 tracing::info!(started, "started buffered fire times nobody had started");
             }
         }
+        let sweep_due = state
+            .last_chain_sweep
+            .is_none_or(|t| t.elapsed() >= CHAIN_SWEEP_EVERY);
+        if sweep_due {
+            state.last_chain_sweep = Some(Instant::now());
+            sweep_chains(&store).await;
+        }
         state.last_poll = Some(Instant::now());
     }
 
@@ -246,6 +264,25 @@ async fn tick(state: &mut DispatcherState) -> StoreResult<Duration> {
         .map(|t| state.config.poll_interval.saturating_sub(t.elapsed()))
         .unwrap_or_default();
     Ok(sleep.min(until_poll).min(state.config.max_sleep))
+}
+
+/// Starts the chains of final executions that have no children: their recorder died
+/// between writing the outcome and starting them. A failure is logged and left to the next
+/// sweep; dispatching goes on.
+async fn sweep_chains(store: &Store) {
+    let started = match store.unchained_parents(CHAINS_PER_SWEEP).await {
+        Ok(parents) if parents.is_empty() => return,
+        Ok(parents) => store.start_chains(&parents).await,
+        Err(e) => Err(e),
+    };
+    match started {
+        Ok(children) if !children.is_empty() => tracing::info!(
+            started = children.len(),
+            "started chained executions nobody had started"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "chain sweep failed; retrying at the next one"),
+    }
 }
 
 /// One pass over the due crons, page by page in id order; returns how many crons it

@@ -11,6 +11,9 @@
 //! - The completer is a task of its own, not part of the pool's state: if the pool crashes,
 //!   what it handed over is still written (its sender drops, the queue drains, the task ends).
 //! - An operator's cancel is honoured in the same statement (see `store::finish`).
+//! - After a write: the next buffered fire time of exclusive crons is started, and the
+//!   chains of executions that became final (`store::chain_start`); a dispatcher's poll
+//!   catches both if this process dies in between.
 
 use std::time::Duration;
 
@@ -162,12 +165,16 @@ async fn run(
                 failures = 0;
                 let mut ids = Vec::with_capacity(batch.len());
                 let mut exclusive_crons = Vec::new();
+                let mut chain_parents = Vec::new();
                 for (entry, result) in batch.drain(..).zip(results) {
                     log_written(&worker, &entry.ended, result);
                     let execution = &entry.ended.execution;
                     ids.push(execution.id);
                     if let (true, Some(job_id)) = (execution.exclusive_run, execution.job_id) {
                         exclusive_crons.push(job_id);
+                    }
+                    if execution.job_id.is_some() && ends_chains(result) {
+                        chain_parents.push(execution.id);
                     }
                 }
                 let _ = pool.send_message(PoolMsg::Recorded(ids));
@@ -176,6 +183,14 @@ async fn run(
                 if !exclusive_crons.is_empty() {
                     if let Err(e) = store.promote_waiting(&exclusive_crons).await {
                         tracing::warn!(worker = %worker, error = %e, "cannot start the next buffered fire time; a dispatcher's poll will");
+                    }
+                }
+                // Chains of the final outcomes (a dispatcher's poll starts them too, should
+                // this fail or the process die first). Ad-hoc rows have no cron, so no chains
+                // and no statement.
+                if !chain_parents.is_empty() {
+                    if let Err(e) = store.start_chains(&chain_parents).await {
+                        tracing::warn!(worker = %worker, error = %e, "cannot start chained executions; a dispatcher's poll will");
                     }
                 }
             }
@@ -207,6 +222,15 @@ async fn run(
             }
         }
     }
+}
+
+/// Whether a written outcome is final in a status that starts chains (SUCCESS, or FAILED
+/// or TIMEOUT with the retries spent; not CANCELLED, see `store::chain_start`).
+fn ends_chains(result: Option<Finished>) -> bool {
+    matches!(
+        result,
+        Some(Finished::Success) | Some(Finished::Failed(FailOutcome::Final { .. }))
+    )
 }
 
 /// Logs one written outcome with the attempt's fields and counts finished executions.

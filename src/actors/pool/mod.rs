@@ -794,11 +794,17 @@ async fn start_attempt(
                 owner_token: token.clone(),
             }
         }),
+        // The task reads the parent's outcome before running the handler.
+        parent_execution_id: row.parent_execution_id,
+        parent_status: None,
+        parent_result: None,
+        parent_error: None,
     };
     let args = TaskArgs {
         handler,
         params: row.params.clone().unwrap_or(Value::Null),
         ctx,
+        parent_lookup: row.parent_execution_id.map(|_| state.shared.store.clone()),
     };
     match Actor::spawn_linked(None, TaskActor, args, myself.get_cell()).await {
         Ok((actor, _)) => {
