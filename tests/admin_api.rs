@@ -2046,7 +2046,7 @@ const CRON_KEYS: [&str; 24] = [
     "paused_at",
     "paused_by",
 ];
-const EXECUTION_KEYS: [&str; 28] = [
+const EXECUTION_KEYS: [&str; 29] = [
     "id",
     "job_id",
     "cron_name",
@@ -2074,6 +2074,7 @@ const EXECUTION_KEYS: [&str; 28] = [
     "reason",
     "requested_by",
     "parent_execution_id",
+    "chain_child",
     "backfill_id",
 ];
 

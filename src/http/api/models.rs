@@ -552,6 +552,8 @@ pub struct Execution {
     pub requested_by: Option<String>,
     /// The execution whose final outcome started this one (`param_source` `chain`).
     pub parent_execution_id: Option<i64>,
+    /// The cron that execution's chain meant to start (kept when that cron is deleted).
+    pub chain_child: Option<i64>,
     /// The backfill that created or re-ran it.
     pub backfill_id: Option<i64>,
 }
@@ -606,6 +608,7 @@ impl From<ExecutionView> for Execution {
             reason: e.reason,
             requested_by: e.requested_by,
             parent_execution_id: e.parent_execution_id,
+            chain_child: e.chain_child,
             backfill_id: e.backfill_id,
         }
     }
