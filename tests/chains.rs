@@ -487,11 +487,17 @@ async fn success_starts_b_failure_starts_c_once_each_under_real_processes() {
             let open = |r: &job_execution::Model| {
                 matches!(r.status.as_str(), "PENDING" | "RUNNING" | "WAITING")
             };
-            let parents_open = executions_of(&db.store, a).await.iter().any(open);
+            let parents = executions_of(&db.store, a).await;
+            let parents_open = parents.iter().any(open);
+            // A parent that just ended gets its child a moment later (after the write).
+            let decided = parents
+                .iter()
+                .filter(|r| matches!(r.status.as_str(), "SUCCESS" | "FAILED"))
+                .count();
             let children_open = chained_rows(&db.store).await.iter().any(open);
             let lines = scratch.lines("b.txt").len() + scratch.lines("c.txt").len();
             let children = chained_rows(&db.store).await.len();
-            !parents_open && !children_open && lines == children
+            !parents_open && !children_open && children == decided && lines == children
         })
         .await;
         let rows_a = executions_of(&db.store, a).await;

@@ -859,6 +859,22 @@ backend_test!(
                 .await
                 .unwrap();
         }
+        // A fire time that came and failed, its retry waiting out the backoff: it is work
+        // started, not a fire time to come, and keeps its retry.
+        let mut retry = execution(Some(disabled.id), now - Duration::seconds(30), 3);
+        retry.run_at = now + Duration::seconds(60);
+        let retry = match db.store.create_if_absent(&retry).await.unwrap() {
+            Created::New(id) => id,
+            other => panic!("{other:?}"),
+        };
+        JobExecutions::update(job_execution::ActiveModel {
+            id: Set(retry),
+            retry_count: Set(1),
+            ..Default::default()
+        })
+        .exec(db.store.connection())
+        .await
+        .unwrap();
         CronJobs::update(jobu::entities::cron_job::ActiveModel {
             id: Set(disabled.id),
             is_enabled: Set(false),
@@ -877,6 +893,8 @@ backend_test!(
         assert_eq!(cancelled.len(), 1);
         assert_eq!(cancelled[0].job_id, Some(disabled.id));
         assert!(cancelled[0].scheduled_time > now);
+        let kept_retry = db.store.execution(retry).await.unwrap().unwrap();
+        assert_eq!(kept_retry.status, Status::Pending.as_str());
     }
 );
 

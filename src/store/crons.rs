@@ -802,7 +802,9 @@ pub(crate) async fn cancel_unscheduled_in<C: ConnectionTrait>(
         .status(Status::Pending)
         .push(" AND run_at > ")
         .now()
-        .push(" AND param_source = ")
+        // A retry waiting out its backoff belongs to a fire time that came: disabling the
+        // cron stops fire times to come, not work already started.
+        .push(" AND retry_count = 0 AND param_source = ")
         .bind(ParamSource::Cron.as_str());
     match cron {
         Some(id) => q.push(" AND job_id = ").bind(id),
