@@ -21,7 +21,7 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, FromQueryResult, Tran
 
 use super::create::NewExecution;
 use super::dialect::{Dialect, Sql};
-use super::{retry_transient, Store, StoreError, StoreResult};
+use super::{query_ids, retry_transient, Store, StoreError, StoreResult};
 use crate::entities::job_execution::Status;
 
 /// Rows per INSERT: 9 placeholders a row stays far under the placeholder limits (SQLite
@@ -232,12 +232,7 @@ async fn returned_ids(
     q: Sql,
     expected: usize,
 ) -> Result<Vec<i64>, DbErr> {
-    let ids = txn
-        .query_all(q.build())
-        .await?
-        .iter()
-        .map(|row| row.try_get_by_index::<i64>(0))
-        .collect::<Result<Vec<i64>, DbErr>>()?;
+    let ids: Vec<i64> = query_ids(txn, q.build()).await?;
     if ids.len() != expected {
         return Err(DbErr::Custom(format!(
             "a bulk insert of {expected} rows returned {} ids",

@@ -36,7 +36,7 @@ use super::chains::stored_ids;
 use super::create::{Created, NewExecution};
 use super::dialect::{is_unique_violation, Dialect, Sql};
 use super::overlap::{create_locked, insert_as, lock_cron};
-use super::{retry_transient, Store, StoreResult};
+use super::{query_ids, retry_transient, Store, StoreResult};
 use crate::entities::cron_job::OverlapPolicy;
 use crate::entities::job_execution::{ParamSource, Status};
 
@@ -175,13 +175,7 @@ impl Store {
     pub async fn unchained_parents(&self, limit: u64) -> StoreResult<Vec<i64>> {
         let mut q = Sql::new(self.dialect);
         q.push("SELECT id FROM cron_jobs WHERE chains_since IS NOT NULL ORDER BY id");
-        let crons: Vec<i64> = self
-            .db
-            .query_all(q.build())
-            .await?
-            .iter()
-            .map(|r| r.try_get_by_index::<i64>(0))
-            .collect::<Result<_, _>>()?;
+        let crons: Vec<i64> = query_ids(&self.db, q.build()).await?;
         let mut found = Vec::new();
         for chunk in crons.chunks(SWEEP_CRON_CHUNK) {
             let left = limit.max(1).saturating_sub(found.len() as u64);

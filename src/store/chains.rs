@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use sea_orm::{ConnectionTrait, DbErr, FromQueryResult};
 
 use super::dialect::{Dialect, Sql};
-use super::StoreError;
+use super::{query_ids, StoreError};
 
 /// At most this many crons in one list.
 pub const MAX_CHAIN_TARGETS: usize = 32;
@@ -99,12 +99,7 @@ pub(crate) async fn check<C: ConnectionTrait>(
     if dialect != Dialect::Sqlite {
         q.push(" FOR UPDATE");
     }
-    let found: BTreeSet<i64> = db
-        .query_all(q.build())
-        .await?
-        .iter()
-        .map(|r| r.try_get_by_index::<i64>(0))
-        .collect::<Result<_, _>>()?;
+    let found: BTreeSet<i64> = query_ids(db, q.build()).await?;
     if let Some(missing) = targets.iter().find(|id| !found.contains(id)) {
         return Ok(Err(rejected(
             field_of(*missing),

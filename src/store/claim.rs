@@ -20,7 +20,7 @@
 use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait};
 
 use super::dialect::{Dialect, Sql};
-use super::{execution_rows, retry_transient, Store, StoreError, StoreResult};
+use super::{execution_rows, query_ids, retry_transient, Store, StoreError, StoreResult};
 use crate::entities::job_execution::{self, Status};
 
 /// One batch claim request.
@@ -199,12 +199,7 @@ impl Store {
                 let txn = self.db.begin().await?;
                 let mut select = Sql::new(d);
                 pick(&mut select);
-                let ids: Vec<i64> = txn
-                    .query_all(select.build())
-                    .await?
-                    .iter()
-                    .map(|r| r.try_get_by_index::<i64>(0))
-                    .collect::<Result<_, _>>()?;
+                let ids: Vec<i64> = query_ids(&txn, select.build()).await?;
                 if ids.is_empty() {
                     txn.commit().await?;
                     return Ok(Vec::new());

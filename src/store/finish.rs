@@ -23,7 +23,7 @@ use serde_json::json;
 
 use super::dialect::{Arg, Dialect, Sql};
 use super::transition::{cancelled_while_running, release_set, retry_or_final, truncate_error};
-use super::{retry_transient, Store, StoreResult};
+use super::{query_ids, retry_transient, Store, StoreResult};
 use crate::entities::job_execution::{CancelReason, Status};
 use crate::store::transition::{FailOutcome, Failure, Released};
 
@@ -370,12 +370,7 @@ impl Store {
         lock.push("SELECT id FROM job_executions");
         fence_many(&mut lock, chunk);
         lock.push(" FOR UPDATE");
-        let ours: std::collections::HashSet<i64> = txn
-            .query_all(lock.build())
-            .await?
-            .iter()
-            .map(|r| r.try_get_by_index::<i64>(0))
-            .collect::<Result<_, _>>()?;
+        let ours: std::collections::HashSet<i64> = query_ids(&txn, lock.build()).await?;
         let chunk: Vec<&Finish> = chunk
             .iter()
             .copied()

@@ -338,6 +338,19 @@ pub(crate) async fn execution_rows<C: ConnectionTrait>(
         .await
 }
 
+/// The first column of every row `stmt` returns, as ids (into a `Vec`, a set...).
+pub(crate) async fn query_ids<C, B>(db: &C, stmt: sea_orm::Statement) -> Result<B, DbErr>
+where
+    C: ConnectionTrait,
+    B: FromIterator<i64>,
+{
+    db.query_all(stmt)
+        .await?
+        .iter()
+        .map(|r| r.try_get_by_index::<i64>(0))
+        .collect()
+}
+
 /// `mariadb://` is accepted for convenience; sqlx speaks to MariaDB as `mysql://`.
 fn normalize_url(url: &str) -> String {
     match url.strip_prefix("mariadb://") {

@@ -29,7 +29,7 @@ use super::create::{
     push_rearm_set, push_rearmable, push_row_as, Created, NewExecution, INSERT_COLUMNS,
 };
 use super::dialect::{is_unique_violation, Dialect, Sql};
-use super::{retry_transient, Store, StoreResult};
+use super::{query_ids, retry_transient, Store, StoreResult};
 use crate::entities::cron_job::OverlapPolicy;
 use crate::entities::job_execution::{CancelReason, ParamSource, Status};
 
@@ -400,11 +400,7 @@ impl Store {
             .statuses(&UNFINISHED)
             .push(") LIMIT ")
             .push(&limit.to_string());
-        let rows = self.db.query_all(q.build()).await?;
-        Ok(rows
-            .iter()
-            .map(|r| r.try_get_by_index::<i64>(0))
-            .collect::<Result<_, _>>()?)
+        Ok(query_ids(&self.db, q.build()).await?)
     }
 }
 

@@ -14,7 +14,7 @@ use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait};
 
 use super::dialect::{Arg, Dialect, Sql};
 use super::transition::{cancelled_while_running, retry_or_final};
-use super::{execution_rows, retry_transient, Store, StoreResult};
+use super::{execution_rows, query_ids, retry_transient, Store, StoreResult};
 use crate::entities::job_execution::{self, Status};
 
 /// The error recorded on a rescued attempt.
@@ -124,12 +124,7 @@ impl Store {
                 q.push(" ORDER BY lease_expires_at LIMIT ")
                     .bind(limit as i64)
                     .push(d.skip_locked());
-                let ids: Vec<i64> = txn
-                    .query_all(q.build())
-                    .await?
-                    .iter()
-                    .map(|r| r.try_get_by_index::<i64>(0))
-                    .collect::<Result<_, _>>()?;
+                let ids: Vec<i64> = query_ids(&txn, q.build()).await?;
                 if ids.is_empty() {
                     txn.commit().await?;
                     return Ok(Vec::new());

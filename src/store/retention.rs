@@ -24,7 +24,7 @@
 use sea_orm::{ConnectionTrait, FromQueryResult};
 
 use super::dialect::{Dialect, Sql};
-use super::{retry_transient, Store, StoreError, StoreResult};
+use super::{query_ids, retry_transient, Store, StoreError, StoreResult};
 use crate::entities::job_execution::Status;
 
 impl Store {
@@ -95,13 +95,7 @@ impl Store {
                 // cutoff checked again on the current row.
                 let mut q = Sql::new(d);
                 candidates(&mut q);
-                let ids: Vec<i64> = self
-                    .db
-                    .query_all(q.build())
-                    .await?
-                    .iter()
-                    .map(|r| r.try_get_by_index::<i64>(0))
-                    .collect::<Result<_, _>>()?;
+                let ids: Vec<i64> = query_ids(&self.db, q.build()).await?;
                 if ids.is_empty() {
                     return Ok(0);
                 }
