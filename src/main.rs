@@ -568,6 +568,14 @@ fn cron_next(command: CronCommand) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The configured database for a one-shot command, or the exit code after saying why not.
+async fn connect_or_say(db: &jobu::config::DatabaseSettings, url: &str) -> Result<Store, ExitCode> {
+    Store::connect(db).await.map_err(|e| {
+        eprintln!("jobu: cannot connect to {url}: {e}");
+        ExitCode::from(EXIT_FAILURE)
+    })
+}
+
 /// `jobu prune`: one retention sweep now, whatever `retention.enabled` says.
 fn prune(config: Option<PathBuf>, dry_run: bool) -> ExitCode {
     use jobu::actors::retention::{self, RetentionConfig};
@@ -580,12 +588,9 @@ fn prune(config: Option<PathBuf>, dry_run: bool) -> ExitCode {
     let db = settings.default_database();
     let url = redact_url(&db.url);
     runtime().block_on(async {
-        let store = match Store::connect(db).await {
+        let store = match connect_or_say(db, &url).await {
             Ok(store) => store,
-            Err(e) => {
-                eprintln!("jobu: cannot connect to {url}: {e}");
-                return ExitCode::from(EXIT_FAILURE);
-            }
+            Err(code) => return code,
         };
         let result = if dry_run {
             retention::dry_run(&store, &config).await
@@ -678,12 +683,9 @@ fn cron_backfill(config: Option<PathBuf>, args: BackfillArgs) -> ExitCode {
         reason,
     };
     runtime().block_on(async {
-        let store = match Store::connect(db).await {
+        let store = match connect_or_say(db, &url).await {
             Ok(store) => store,
-            Err(e) => {
-                eprintln!("jobu: cannot connect to {url}: {e}");
-                return ExitCode::from(EXIT_FAILURE);
-            }
+            Err(code) => return code,
         };
         let cron = match store.cron(args.id).await {
             Ok(Some(cron)) => cron,
