@@ -2104,6 +2104,129 @@ async fn postgres_claims_take_at_most_their_limit_under_a_rescanning_plan() {
     db.cleanup().await;
 }
 
+/// PostgreSQL only: an update that changes `status` is not HOT, so it writes an entry into
+/// every index of the row. The fire-time key, the chain key and the unfinished-by-cron index
+/// are partial on their nullable column (migration 11): ad-hoc executions, claimed and
+/// finished, hold no entry in them, and the lookups by cron and by parent still use them
+/// under generic plans (the prepared statements' own), including the insert-if-absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_ad_hoc_executions_stay_out_of_the_cron_indexes() {
+    const AD_HOC: usize = 40;
+    let Some(db) = TestDb::create(common::Backend::Postgres).await else {
+        return;
+    };
+    let conn = db.store.connection();
+    let cron = db
+        .store
+        .insert_cron(&NewCron::new("indexed", "0 * * * *", HANDLER))
+        .await
+        .unwrap();
+    let t = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
+    assert!(matches!(
+        db.store
+            .create_if_absent(&execution(Some(cron.id), t, 0))
+            .await
+            .unwrap(),
+        Created::New(_)
+    ));
+    assert!(matches!(
+        db.store
+            .create_if_absent(&execution(Some(cron.id), t, 0))
+            .await
+            .unwrap(),
+        Created::Exists
+    ));
+    seed_pending(&db.store, AD_HOC, 0).await;
+
+    // VACUUM (with its index pass forced) sets each index's reltuples to the entries it holds.
+    let entries = |index: &'static str| async move {
+        let row = conn
+            .query_one(sea_orm::Statement::from_string(
+                sea_orm::DatabaseBackend::Postgres,
+                format!("SELECT reltuples::bigint FROM pg_class WHERE relname = '{index}'"),
+            ))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("index {index} is missing"));
+        row.try_get_by_index::<i64>(0).unwrap()
+    };
+    let vacuum = || conn.execute_unprepared("VACUUM (INDEX_CLEANUP ON) job_executions");
+
+    let claimed = claim_all(&db.store, "w").await;
+    assert_eq!(claimed.len(), AD_HOC);
+    vacuum().await.unwrap();
+    // Only the cron's own row, not the RUNNING ad-hoc ones.
+    assert_eq!(entries("ix_job_executions_unfinished_job_id").await, 1);
+
+    let endings: Vec<Finish> = claimed
+        .iter()
+        .map(|r| ending(r, End::Success(None)))
+        .collect();
+    let outcomes = db.store.finish_many(&endings).await.unwrap();
+    assert!(outcomes.iter().all(Option::is_some));
+    vacuum().await.unwrap();
+    assert_eq!(entries("job_executions_pkey").await, AD_HOC as i64 + 1);
+    for (index, expected) in [
+        ("uq_job_executions_job_id_scheduled_time", 1),
+        ("ux_job_executions_chain", 0),
+    ] {
+        assert_eq!(entries(index).await, expected, "entries of {index}");
+    }
+
+    // One connection, generic plans (what a prepared statement runs after its first uses),
+    // and no sequential scan, which a table this small would prefer: can the planner prove
+    // that each lookup falls inside its index's predicate?
+    let txn = sea_orm::TransactionTrait::begin(conn).await.unwrap();
+    txn.execute_unprepared(
+        "SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off",
+    )
+    .await
+    .unwrap();
+    for (name, sql, index) in [
+        (
+            "fire_time",
+            "PREPARE fire_time(bigint, timestamptz) AS SELECT id FROM job_executions \
+             WHERE job_id = $1 AND scheduled_time = $2",
+            "uq_job_executions_job_id_scheduled_time",
+        ),
+        (
+            "unfinished",
+            "PREPARE unfinished(bigint) AS SELECT id FROM job_executions \
+             WHERE job_id = $1 AND status IN ('PENDING', 'RUNNING') LIMIT 1",
+            "ix_job_executions_unfinished_job_id",
+        ),
+        (
+            "children",
+            "PREPARE children(bigint) AS SELECT id FROM job_executions \
+             WHERE parent_execution_id = $1",
+            "ux_job_executions_chain",
+        ),
+    ] {
+        txn.execute_unprepared(sql).await.unwrap();
+        let args = if name == "fire_time" {
+            "(1, now())"
+        } else {
+            "(1)"
+        };
+        let plan: Vec<String> = txn
+            .query_all(sea_orm::Statement::from_string(
+                sea_orm::DatabaseBackend::Postgres,
+                format!("EXPLAIN EXECUTE {name}{args}"),
+            ))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get_by_index::<String>(0).unwrap())
+            .collect();
+        assert!(
+            plan.iter().any(|l| l.contains(index)),
+            "{name} does not use {index}: {plan:#?}"
+        );
+    }
+    txn.rollback().await.unwrap();
+    db.cleanup().await;
+}
+
 /// An ad-hoc execution for bulk enqueue, telling its place by its params.
 fn bulk_row(tag: &str, i: usize, due: DateTime<Utc>) -> NewExecution {
     NewExecution {

@@ -14,6 +14,7 @@ mod m20261202_000007_transaction_log;
 mod m20261203_000008_finished_index;
 mod m20261204_000009_schedules;
 mod m20261205_000010_operator_actions;
+mod m20261206_000011_sparse_execution_indexes;
 pub mod types;
 
 pub struct Migrator;
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000008_finished_index::Migration),
             Box::new(m20261204_000009_schedules::Migration),
             Box::new(m20261205_000010_operator_actions::Migration),
+            Box::new(m20261206_000011_sparse_execution_indexes::Migration),
         ]
     }
 }

@@ -1,11 +1,11 @@
 //! Creation protocol: one execution per (cron, fire time), guaranteed by
 //! `UNIQUE(job_id, scheduled_time)` and an insert that does nothing when the row exists.
 //!
-//! PostgreSQL and SQLite: `INSERT ... ON CONFLICT (job_id, scheduled_time) DO NOTHING
-//! RETURNING id`; a returned row means new. MySQL/MariaDB: a plain INSERT whose duplicate-key
-//! error means "exists". (`INSERT IGNORE` would also swallow foreign-key and truncation
-//! errors, and sqlx's found-rows flag makes `ON DUPLICATE KEY UPDATE` report 1 row for a
-//! duplicate, so neither can tell new from existing.)
+//! PostgreSQL and SQLite: `INSERT ... ON CONFLICT (job_id, scheduled_time) WHERE job_id IS
+//! NOT NULL DO NOTHING RETURNING id`; a returned row means new. MySQL/MariaDB: a plain
+//! INSERT whose duplicate-key error means "exists". (`INSERT IGNORE` would also swallow
+//! foreign-key and truncation errors, and sqlx's found-rows flag makes `ON DUPLICATE KEY
+//! UPDATE` report 1 row for a duplicate, so neither can tell new from existing.)
 //!
 //! Many cron executions at once ([`Store::create_many_if_absent`], and the dispatcher's pages
 //! in [`super::crons`]): one multi-row statement per chunk, the same rules per row. On
@@ -172,8 +172,8 @@ impl Store {
 /// by the caller.
 ///
 /// - PostgreSQL and SQLite: `INSERT ... VALUES (...), ... ON CONFLICT (job_id,
-///   scheduled_time) DO NOTHING RETURNING id, job_id, scheduled_time`: the returned keys are
-///   new, the others existed.
+///   scheduled_time) WHERE job_id IS NOT NULL DO NOTHING RETURNING id, job_id,
+///   scheduled_time`: the returned keys are new, the others existed.
 /// - MySQL/MariaDB: a duplicate key aborts a multi-row INSERT, and `INSERT IGNORE` would also
 ///   turn foreign-key and truncation errors into warnings. So the keys that exist are read
 ///   first, the others inserted by a plain multi-row INSERT, and their ids read back by key.
@@ -217,10 +217,8 @@ async fn insert_chunk<C: ConnectionTrait>(
         Dialect::Postgres | Dialect::Sqlite => {
             let mut q = Sql::new(dialect);
             push_insert_values(&mut q, &unique);
-            q.push(
-                " ON CONFLICT (job_id, scheduled_time) DO NOTHING \
-                 RETURNING id, job_id, scheduled_time",
-            );
+            q.push(ON_FIRE_TIME_CONFLICT)
+                .push(" RETURNING id, job_id, scheduled_time");
             KeyRow::find_by_statement(q.build())
                 .all(db)
                 .await?
@@ -463,6 +461,13 @@ pub(crate) async fn has_unfinished<C: ConnectionTrait>(
     Ok(IdRow::find_by_statement(q.build()).one(db).await?.is_some())
 }
 
+/// Insert-if-absent on the fire-time key (PostgreSQL, SQLite). The key is a partial unique
+/// index on PostgreSQL (migration 11: rows without a cron are not in it), and a conflict
+/// target must name a partial index's predicate to be matched; SQLite's full index matches
+/// the same text.
+pub(crate) const ON_FIRE_TIME_CONFLICT: &str =
+    " ON CONFLICT (job_id, scheduled_time) WHERE job_id IS NOT NULL DO NOTHING";
+
 pub(crate) const INSERT_COLUMNS: &str = "INSERT INTO job_executions (job_id, handler_name, \
      scheduled_time, run_at, status, params, param_source, retry_count, max_retry, \
      timeout_seconds, cancel_requested, created_at, updated_at, exclusive_run)";
@@ -513,7 +518,7 @@ async fn insert<C: ConnectionTrait>(
     q.push(")");
     match dialect {
         Dialect::Postgres | Dialect::Sqlite => {
-            q.push(" ON CONFLICT (job_id, scheduled_time) DO NOTHING RETURNING id");
+            q.push(ON_FIRE_TIME_CONFLICT).push(" RETURNING id");
             let row = IdRow::find_by_statement(q.build()).one(db).await?;
             Ok(match row {
                 Some(r) => Created::New(r.id),

@@ -27,6 +27,7 @@ use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, TransactionTrait};
 
 use super::create::{
     push_rearm_set, push_rearmable, push_row_as, Created, NewExecution, INSERT_COLUMNS,
+    ON_FIRE_TIME_CONFLICT,
 };
 use super::dialect::{is_unique_violation, Dialect, Sql};
 use super::{query_ids, retry_transient, Store, StoreResult};
@@ -300,7 +301,7 @@ pub(crate) async fn insert_as<C: ConnectionTrait>(
     q.push(")");
     let id = match dialect {
         Dialect::Postgres | Dialect::Sqlite => {
-            q.push(" ON CONFLICT (job_id, scheduled_time) DO NOTHING RETURNING id");
+            q.push(ON_FIRE_TIME_CONFLICT).push(" RETURNING id");
             match db.query_one(q.build()).await? {
                 Some(row) => Some(row.try_get_by_index::<i64>(0)?),
                 None => None,
