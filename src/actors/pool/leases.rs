@@ -17,11 +17,9 @@
 use std::time::Duration;
 
 use ractor::ActorRef;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{Ending, PoolMsg, PoolState};
-use crate::actors::send_later;
+use super::{Deadline, Ending, PoolMsg, PoolState};
 use crate::store::transition::Lease;
 
 /// How often a worker with running attempts looks for cancel requests.
@@ -37,17 +35,8 @@ pub(super) fn lease_deadline(state: &PoolState, sent: Instant) -> Instant {
     sent + state.config.lease.saturating_sub(state.config.lease_margin)
 }
 
-/// A timer that sends [`PoolMsg::LeaseDeadline`] for `id` at `at`.
-pub(super) fn arm_deadline(myself: &ActorRef<PoolMsg>, id: i64, at: Instant) -> JoinHandle<()> {
-    send_later(
-        myself,
-        at.saturating_duration_since(Instant::now()),
-        PoolMsg::LeaseDeadline(id),
-    )
-}
-
-/// The deadline timer of `id` fired: stop the attempt unless a renewal moved the deadline,
-/// in which case the timer is armed again for the new one.
+/// The lease deadline of `id` came (its entry is out of the queue): stop the attempt unless
+/// a renewal moved the deadline, in which case the new one is queued.
 pub(super) fn deadline_reached(myself: &ActorRef<PoolMsg>, state: &mut PoolState, id: i64) {
     let deadline = match state.running.get(&id) {
         Some(run) if run.ending.is_none() => lease_deadline(state, run.lease_sent),
@@ -65,8 +54,10 @@ pub(super) fn deadline_reached(myself: &ActorRef<PoolMsg>, state: &mut PoolState
              other worker can run it at the same time",
         );
     } else {
-        run.lease_timer.abort();
-        run.lease_timer = arm_deadline(myself, id, deadline);
+        run.lease_check_at = deadline;
+        state
+            .deadlines
+            .insert(myself, deadline, id, Deadline::Lease);
     }
 }
 

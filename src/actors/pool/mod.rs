@@ -25,6 +25,7 @@
 //! database never stops the pool from enforcing deadlines.
 
 mod completer;
+mod deadlines;
 mod leases;
 
 pub use leases::CANCEL_POLL_INTERVAL;
@@ -48,6 +49,7 @@ use crate::handlers::{ExecutionContext, HandlerError};
 use crate::store::claim::{new_token, ClaimRequest};
 use crate::store::Store;
 use completer::{Completer, Ended, Outcome};
+use deadlines::{Deadline, Deadlines};
 use leases::Renewals;
 
 /// Longest a few free slots wait for more to gather into one claim while attempts run.
@@ -129,10 +131,8 @@ pub enum PoolMsg {
     /// Look for cancel requests.
     CancelPoll,
     CancelsChecked(Result<Vec<(i64, String)>, String>),
-    /// An attempt's lease deadline (renewals permitting) has come.
-    LeaseDeadline(i64),
-    /// An attempt reached its timeout.
-    Deadline(i64),
+    /// An attempt's timeout or lease deadline may have come ([`Deadlines`]).
+    DeadlinesDue,
     /// The outcomes of these executions' attempts are written (or given up on).
     Recorded(Vec<i64>),
     /// Stop claiming and drain.
@@ -158,8 +158,9 @@ struct Running {
     /// When the last statement that renewed (or set, by claiming) the lease was sent.
     lease_sent: Instant,
     ending: Option<Ending>,
-    deadline: JoinHandle<()>,
-    lease_timer: JoinHandle<()>,
+    /// Its entries in the pool's [`Deadlines`], removed when it ends.
+    timeout_at: Instant,
+    lease_check_at: Instant,
 }
 
 impl Running {
@@ -205,6 +206,8 @@ pub struct PoolState {
     /// free; the drain waits for them, and claims pause while [`UNWRITTEN_MAX`] wait.
     recording: HashSet<i64>,
     completer: Completer,
+    /// The running attempts' timeouts and lease deadlines.
+    deadlines: Deadlines,
     /// A `Poll` is queued behind the supervision events already waiting, so attempts that
     /// end together free their slots before one claim takes them all.
     poll_queued: bool,
@@ -313,6 +316,7 @@ impl Actor for WorkerPool {
             by_actor: HashMap::new(),
             recording: HashSet::new(),
             completer,
+            deadlines: Deadlines::default(),
             poll_queued: false,
             gathering_since: None,
             claim_in_flight: 0,
@@ -340,10 +344,7 @@ impl Actor for WorkerPool {
         {
             timer.abort();
         }
-        for run in state.running.values() {
-            run.deadline.abort();
-            run.lease_timer.abort();
-        }
+        state.deadlines.clear();
         tracing::info!(worker = %state.shared.worker_id, "worker pool stopped");
         Ok(())
     }
@@ -374,14 +375,20 @@ impl Actor for WorkerPool {
             }
             PoolMsg::CancelPoll => leases::poll_cancels(&myself, state),
             PoolMsg::CancelsChecked(result) => leases::cancels_checked(state, result),
-            PoolMsg::LeaseDeadline(id) => leases::deadline_reached(&myself, state, id),
-            PoolMsg::Deadline(id) => {
-                if let Some(run) = state.running.get_mut(&id) {
-                    run.stop(
-                        Ending::Timeout,
-                        &state.shared.worker_id,
-                        "timeout_seconds reached",
-                    );
+            PoolMsg::DeadlinesDue => {
+                for (id, kind) in state.deadlines.due(&myself) {
+                    match kind {
+                        Deadline::Lease => leases::deadline_reached(&myself, state, id),
+                        Deadline::Timeout => {
+                            if let Some(run) = state.running.get_mut(&id) {
+                                run.stop(
+                                    Ending::Timeout,
+                                    &state.shared.worker_id,
+                                    "timeout_seconds reached",
+                                );
+                            }
+                        }
+                    }
                 }
             }
             PoolMsg::Recorded(ids) => {
@@ -467,8 +474,12 @@ impl Actor for WorkerPool {
             return Ok(());
         };
         crate::metrics::task_actors_running(state.running.len());
-        run.deadline.abort();
-        run.lease_timer.abort();
+        state
+            .deadlines
+            .remove(run.timeout_at, id, Deadline::Timeout);
+        state
+            .deadlines
+            .remove(run.lease_check_at, id, Deadline::Lease);
         state.tell_book(SupervisorMsg::AttemptEnded {
             id,
             token: run.token.clone(),
@@ -829,17 +840,25 @@ async fn start_attempt(
                 token: token.clone(),
                 actor: cell.clone(),
             });
+            let started = Instant::now();
+            let timeout_at = started + timeout;
+            state
+                .deadlines
+                .insert(myself, timeout_at, id, Deadline::Timeout);
+            state
+                .deadlines
+                .insert(myself, lease_deadline, id, Deadline::Lease);
             state.running.insert(
                 id,
                 Running {
                     execution: row,
                     token,
                     actor: cell,
-                    started: Instant::now(),
+                    started,
                     lease_sent,
                     ending: None,
-                    deadline: send_later(myself, timeout, PoolMsg::Deadline(id)),
-                    lease_timer: leases::arm_deadline(myself, id, lease_deadline),
+                    timeout_at,
+                    lease_check_at: lease_deadline,
                 },
             );
             crate::metrics::task_actors_running(state.running.len());
