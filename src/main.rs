@@ -15,21 +15,39 @@ use jobu::telemetry::LogGuard;
 
 // glibc's malloc took about a third of a worker's CPU in `jobu bench drain` (many small
 // short-lived allocations across threads); mimalloc serves them from per-thread pages.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` in mimalloc's `mimalloc.h` (v2 and v3; libmimalloc-sys does not
+/// name it).
+#[cfg(feature = "mimalloc")]
+const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+/// Its default in mimalloc v3, which libmimalloc-sys builds: milliseconds.
+#[cfg(feature = "mimalloc")]
+const PURGE_DELAY_DEFAULT_MS: std::ffi::c_long = 1000;
 
 /// mimalloc keeps freed pages for a second and gives them back only when the thread next
 /// allocates, so idle threads keep theirs: an idle `jobu run` held 20 MB of heap instead of
 /// 12. Unless `MIMALLOC_PURGE_DELAY` says otherwise, freed pages go back at once. Runs first
-/// in `main`, before any other thread exists.
+/// in `main`, before any other thread exists. The option is set only while it reads as the
+/// purge delay's default, so a mimalloc that renumbered its options is left alone rather
+/// than given a wrong setting (a test below catches such an upgrade).
+#[cfg(feature = "mimalloc")]
 fn return_freed_memory_at_once() {
-    // `mi_option_purge_delay` in mimalloc v3's mimalloc.h (libmimalloc-sys names it for v2 only).
-    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets a plain option value while no other thread exists.
-        unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 0) };
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    // SAFETY: reads and sets a plain option value while no other thread exists.
+    unsafe {
+        if libmimalloc_sys::mi_option_get(PURGE_DELAY) == PURGE_DELAY_DEFAULT_MS {
+            libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
+        }
     }
 }
+
+#[cfg(not(feature = "mimalloc"))]
+fn return_freed_memory_at_once() {}
 
 /// Exit code for invalid input or configuration.
 const EXIT_USAGE: u8 = 2;
@@ -803,4 +821,21 @@ fn backfill_table(name: &str, o: &jobu::store::backfill::BackfillOutcome) -> Str
         );
     }
     out
+}
+
+#[cfg(all(test, feature = "mimalloc"))]
+mod tests {
+    use super::*;
+
+    /// Option 15 still reads as a purge delay of 1000 ms: an upgraded mimalloc that moved or
+    /// changed the option fails here rather than silently keeping its 1 s delay.
+    #[test]
+    fn purge_delay_is_option_15_with_its_v3_default() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return; // the environment chose the value
+        }
+        // SAFETY: reads a plain option value.
+        let value = unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) };
+        assert_eq!(value, PURGE_DELAY_DEFAULT_MS);
+    }
 }

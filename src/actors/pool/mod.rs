@@ -21,6 +21,11 @@
 //! - Drain (shutdown): no more claims; running attempts get `shutdown_timeout`, then are
 //!   killed and released to PENDING without counting the attempt; then the pool stops.
 //!
+//! - Deadlines ([`deadlines`]): every running attempt's timeout and lease deadline sit in
+//!   one ordered queue with one armed timer, not a timer task each.
+//! - Ended attempts go to the completer ([`completer`]), which writes many per statement;
+//!   the slot is free as soon as the attempt ends.
+//!
 //! Database writes run in spawned tasks that report back by message, so a slow or absent
 //! database never stops the pool from enforcing deadlines.
 
