@@ -38,9 +38,9 @@ impl Deadlines {
         self.arm(pool);
     }
 
-    /// Drops a deadline that no longer matters (its attempt ended; a renewal leaves the
-    /// lease entry in place, and `leases::deadline_reached` re-queues it at the moved
-    /// deadline when it comes). The armed timer stays: firing early finds nothing due and re-arms.
+    /// Drops a deadline that no longer matters: its attempt ended. (A renewal leaves the
+    /// lease entry in place; `leases::deadline_reached` re-queues it at the moved deadline
+    /// when it comes.) The armed timer stays: firing early finds nothing due and re-arms.
     pub fn remove(&mut self, at: Instant, id: i64, kind: Deadline) {
         self.queue.remove(&(at, id, kind));
     }

@@ -20,7 +20,6 @@
 //!   RUNNING until the leases expire.
 //! - Drain (shutdown): no more claims; running attempts get `shutdown_timeout`, then are
 //!   killed and released to PENDING without counting the attempt; then the pool stops.
-//!
 //! - Deadlines ([`deadlines`]): every running attempt's timeout and lease deadline sit in
 //!   one ordered queue with one armed timer, not a timer task each.
 //! - Ended attempts go to the completer ([`completer`]), which writes many per statement;
