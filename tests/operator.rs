@@ -347,6 +347,10 @@ async fn bulk_pause_and_resume_racing_the_dispatchers() {
         assert_eq!(other_cron["is_enabled"], true, "outside the selection");
 
         tokio::time::sleep(Duration::from_secs(3)).await;
+        // The resume takes effect at its transaction's clock, which is between these two
+        // readings: a fire time after the first may run (the dispatcher creates it, or
+        // re-arms the one the pause cancelled), none before it may.
+        let resume_sent = db.store.now().await.expect("now");
         let resumed = api
             .post("/api/crons/resume", &json!({"ids": ids, "note": "done"}))
             .await
@@ -369,7 +373,7 @@ async fn bulk_pause_and_resume_racing_the_dispatchers() {
             for r in &rows {
                 // Nothing of the paused period: what was created ahead of it is cancelled
                 // (never ran), and nothing was created while paused.
-                if r.scheduled_time > paused_at && r.scheduled_time < resumed_at {
+                if r.scheduled_time > paused_at && r.scheduled_time < resume_sent {
                     assert!(
                         r.status == "CANCELLED"
                             && r.cancel_reason.as_deref() == Some("unscheduled")

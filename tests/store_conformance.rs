@@ -2673,6 +2673,54 @@ fn page_query(now: DateTime<Utc>, after_id: i64, limit: u64) -> DueQuery {
     }
 }
 
+// A page that fails ends its transaction before it returns: a transaction left to drop
+// keeps its crons locked until the pool next touches the connection, so another
+// dispatcher's page right after it would skip them (PostgreSQL, MySQL) or wait on the file
+// (SQLite). The test blocks its only runtime thread while another process takes the page,
+// so nothing the failed page left to a background task can happen meanwhile.
+backend_test!(
+    current_thread a_failed_dispatch_page_leaves_its_crons_to_the_next_at_once,
+    |db: TestDb| async move {
+        let crons = insert_crons(&db.store, "failed-page", 3).await;
+        let now = db.store.now().await.unwrap();
+        let t0 = DateTime::from_timestamp(now.timestamp() - 60, 0).unwrap();
+        for c in &crons {
+            assert!(db.store.advance_marker(c.id, None, t0, None).await.unwrap());
+        }
+        let bad = db
+            .store
+            .dispatch_due(&page_query(now, 0, 100), |crons: &[DueCron]| {
+                let mut steps = two_minutes_from(t0)(crons);
+                steps.reverse();
+                steps
+            })
+            .await;
+        assert!(bad.is_err());
+        let other = db.clone();
+        let page = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let store = other.new_store(2).await;
+                // SQLite would wait out its busy timeout on a held write lock.
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    store.dispatch_due(&page_query(now, 0, 100), two_minutes_from(t0)),
+                )
+                .await
+                .map_err(|_| "the next page waited on the failed page's lock".to_string())
+                .and_then(|page: Result<DuePage<()>, _>| page.map_err(|e| e.to_string()))
+                .map(|page| page.claimed)
+            })
+        })
+        .join()
+        .unwrap();
+        assert_eq!(page, Ok(3), "the next page takes every due cron");
+    }
+);
+
 backend_test!(
     a_dispatch_page_creates_then_moves_its_markers,
     |db: TestDb| async move {

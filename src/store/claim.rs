@@ -17,10 +17,10 @@
 //! [`Store::adopt_claim`] or [`Store::release_claim`], never left to lease expiry, which
 //! would charge an attempt that never ran.
 
-use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait};
+use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, TransactionTrait};
 
 use super::dialect::{Dialect, Sql};
-use super::{execution_rows, query_ids, retry_transient, Store, StoreError, StoreResult};
+use super::{execution_rows, query_ids, retry_transient, settle, Store, StoreError, StoreResult};
 use crate::entities::job_execution::{self, Status};
 
 /// One batch claim request.
@@ -197,22 +197,27 @@ impl Store {
             }
             Dialect::MySql => {
                 let txn = self.db.begin().await?;
-                let mut select = Sql::new(d);
-                pick(&mut select);
-                let ids: Vec<i64> = query_ids(&txn, select.build()).await?;
+                let outcome = async {
+                    let mut select = Sql::new(d);
+                    pick(&mut select);
+                    let ids: Vec<i64> = query_ids(&txn, select.build()).await?;
+                    if !ids.is_empty() {
+                        let mut update = Sql::new(d);
+                        set_running(&mut update);
+                        update
+                            .push(" WHERE id IN ")
+                            .bind_list(&ids)
+                            .push(" AND status = ")
+                            .status(Status::Pending);
+                        txn.execute(update.build()).await?;
+                    }
+                    Ok::<_, DbErr>(ids)
+                }
+                .await;
+                let ids = settle(txn, outcome).await?;
                 if ids.is_empty() {
-                    txn.commit().await?;
                     return Ok(Vec::new());
                 }
-                let mut update = Sql::new(d);
-                set_running(&mut update);
-                update
-                    .push(" WHERE id IN ")
-                    .bind_list(&ids)
-                    .push(" AND status = ")
-                    .status(Status::Pending);
-                txn.execute(update.build()).await?;
-                txn.commit().await?;
                 // Ours from the commit on; nothing but this token's holder and the rescuer
                 // (after the lease) can change them.
                 q.push("SELECT ")

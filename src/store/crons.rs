@@ -24,7 +24,7 @@ use super::create::{insert_many, Created, NewExecution};
 use super::dialect::{is_transient, is_unique_violation, Dialect, Sql};
 use super::fire_times::{self, LedgerRow};
 use super::overlap::create_locked;
-use super::{retry_transient, Store, StoreError, StoreResult, TRANSIENT_RETRIES};
+use super::{retry_transient, settle, Store, StoreError, StoreResult, TRANSIENT_RETRIES};
 use crate::entities::cron_job::{self, MisfirePolicy, OverlapPolicy};
 use crate::entities::job_execution::{CancelReason, ParamSource, Status};
 use crate::schedule::{check_jitter, Schedule};
@@ -594,187 +594,194 @@ impl Store {
     {
         let dialect = self.dialect;
         let txn = self.db.begin().await?;
-        // Counted statements (prepared), as the page's others are.
-        let first = match dialect {
-            // Take the write lock first (a write that changes nothing), as BEGIN IMMEDIATE
-            // would: the page then reads the latest rows and cannot fail later on a stale
-            // snapshot because another dispatcher wrote meanwhile.
-            Dialect::Sqlite => Some("UPDATE cron_jobs SET id = id WHERE id < 0".to_string()),
-            // A dispatcher cut off from the server must not hold its page for long.
-            Dialect::Postgres => Some(format!(
-                "SET LOCAL idle_in_transaction_session_timeout = {IDLE_IN_PAGE_MS}"
-            )),
-            Dialect::MySql => None,
-        };
-        if let Some(sql) = first {
-            txn.execute(Statement::from_string(dialect.backend(), sql))
-                .await?;
-        }
-        let mut q = Sql::new(dialect);
-        q.push("SELECT ")
-            .push(DUE_COLUMNS)
-            .push(" FROM cron_jobs WHERE is_enabled = ")
-            .bind(true)
-            .push(" AND id > ")
-            .bind(due.after_id)
-            .push(" AND (next_fire_time IS NULL OR next_fire_time <= ")
-            .bind(due.now)
-            .push(" OR (overlap_policy = ")
-            .bind(OverlapPolicy::Allow.as_str())
-            .push(" AND next_fire_time <= ")
-            .bind(due.horizon)
-            .push(")) ORDER BY id LIMIT ")
-            .push(&due.limit.to_string())
-            .push(match dialect {
-                Dialect::Postgres => " FOR NO KEY UPDATE SKIP LOCKED",
-                Dialect::MySql => " FOR UPDATE SKIP LOCKED",
-                Dialect::Sqlite => "",
-            });
-        let crons = DueCron::find_by_statement(q.build()).all(&txn).await?;
-        if crons.is_empty() {
-            txn.commit().await?;
-            return Ok(DuePage {
-                claimed: 0,
-                last_id: None,
-                steps: Vec::new(),
-            });
-        }
-        let planned = plan(&crons);
-        if planned.is_empty()
-            || planned.len() > crons.len()
-            || planned
-                .iter()
-                .zip(&crons)
-                .any(|((s, _), c)| s.cron_id != c.id)
-        {
-            return Err(StoreError::Invalid(
-                "a dispatch plan must decide on a prefix of its crons, in order".into(),
-            ));
-        }
-        let by_id: HashMap<i64, &DueCron> = crons.iter().map(|c| (c.id, c)).collect();
-
-        // The ledger rows (missed, excluded fire times) first, then the runs: one batch for
-        // the crons that allow overlap...
-        let mut recorded: Vec<Vec<bool>> = Vec::with_capacity(planned.len());
-        for (step, _) in &planned {
-            let mut written = Vec::with_capacity(step.ledger.len());
-            for row in &step.ledger {
-                written.push(fire_times::record(&txn, dialect, row).await?);
-            }
-            recorded.push(written);
-        }
-        let batch: Vec<NewExecution> = planned
-            .iter()
-            .filter(|(s, _)| !s.policy.is_exclusive())
-            .flat_map(|(s, _)| s.create.iter().cloned())
-            .collect();
-        let mut batch_created = insert_many(&txn, dialect, &batch).await?.into_iter();
-        let mut steps = Vec::with_capacity(planned.len());
-        for ((step, note), recorded) in planned.into_iter().zip(recorded) {
-            let mut created = Vec::with_capacity(step.create.len());
-            for new in &step.create {
-                // ...and one by one, in fire-time order, under the cron's policy (the page
-                // holds the cron's lock).
-                let outcome = if step.policy.is_exclusive() {
-                    create_locked(&txn, dialect, new, step.cron_id, step.policy, true).await?
-                } else {
-                    batch_created.next().unwrap_or(Created::Exists)
-                };
-                created.push((new.scheduled_time, outcome));
-            }
-            steps.push((step, created, recorded, note));
-        }
-
-        // ...then the markers, grouped by (marker read, marker to, last fire time).
-        let mut groups: HashMap<MarkerGroup, Vec<i64>> = HashMap::new();
-        for (step, created, _, _) in &steps {
-            let read = by_id.get(&step.cron_id).and_then(|c| c.next_fire_time);
-            let last = created
-                .iter()
-                .filter(|(_, c)| *c != Created::Overlap)
-                .map(|(t, _)| *t)
-                .max();
-            let unchanged_ledger = step.ledger.is_empty();
-            let unchanged = match step.marker {
-                MarkerMove::Keep => true,
-                MarkerMove::Clear => read.is_none(),
-                MarkerMove::To(t) => read == Some(t) && last.is_none() && unchanged_ledger,
+        // Everything up to the commit in one block, so that every way out of it ends the
+        // transaction at once (see `settle`): a dropped one would hold the page's crons.
+        let outcome: StoreResult<(DuePage<T>, Option<DateTime<Utc>>)> = async {
+            // Counted statements (prepared), as the page's others are.
+            let first = match dialect {
+                // Take the write lock first (a write that changes nothing), as BEGIN IMMEDIATE
+                // would: the page then reads the latest rows and cannot fail later on a stale
+                // snapshot because another dispatcher wrote meanwhile.
+                Dialect::Sqlite => Some("UPDATE cron_jobs SET id = id WHERE id < 0".to_string()),
+                // A dispatcher cut off from the server must not hold its page for long.
+                Dialect::Postgres => Some(format!(
+                    "SET LOCAL idle_in_transaction_session_timeout = {IDLE_IN_PAGE_MS}"
+                )),
+                Dialect::MySql => None,
             };
-            if !unchanged {
-                groups
-                    .entry((read, step.marker, last))
-                    .or_default()
-                    .push(step.cron_id);
+            if let Some(sql) = first {
+                txn.execute(Statement::from_string(dialect.backend(), sql))
+                    .await?;
             }
-        }
-        let mut moved: HashSet<i64> = HashSet::new();
-        for ((read, to, last), ids) in groups {
-            for chunk in ids.chunks(MARKER_CHUNK) {
-                let target = match to {
-                    MarkerMove::To(t) => Some(t),
-                    _ => None,
+            let mut q = Sql::new(dialect);
+            q.push("SELECT ")
+                .push(DUE_COLUMNS)
+                .push(" FROM cron_jobs WHERE is_enabled = ")
+                .bind(true)
+                .push(" AND id > ")
+                .bind(due.after_id)
+                .push(" AND (next_fire_time IS NULL OR next_fire_time <= ")
+                .bind(due.now)
+                .push(" OR (overlap_policy = ")
+                .bind(OverlapPolicy::Allow.as_str())
+                .push(" AND next_fire_time <= ")
+                .bind(due.horizon)
+                .push(")) ORDER BY id LIMIT ")
+                .push(&due.limit.to_string())
+                .push(match dialect {
+                    Dialect::Postgres => " FOR NO KEY UPDATE SKIP LOCKED",
+                    Dialect::MySql => " FOR UPDATE SKIP LOCKED",
+                    Dialect::Sqlite => "",
+                });
+            let crons = DueCron::find_by_statement(q.build()).all(&txn).await?;
+            if crons.is_empty() {
+                let empty = DuePage {
+                    claimed: 0,
+                    last_id: None,
+                    steps: Vec::new(),
                 };
-                let mut q = Sql::new(dialect);
-                q.push("UPDATE cron_jobs SET next_fire_time = ")
-                    .bind(target);
-                if let Some(last) = last {
-                    q.push(", last_fire_time = ").bind(last);
+                return Ok((empty, None));
+            }
+            let planned = plan(&crons);
+            if planned.is_empty()
+                || planned.len() > crons.len()
+                || planned
+                    .iter()
+                    .zip(&crons)
+                    .any(|((s, _), c)| s.cron_id != c.id)
+            {
+                return Err(StoreError::Invalid(
+                    "a dispatch plan must decide on a prefix of its crons, in order".into(),
+                ));
+            }
+            let by_id: HashMap<i64, &DueCron> = crons.iter().map(|c| (c.id, c)).collect();
+
+            // The ledger rows (missed, excluded fire times) first, then the runs: one batch for
+            // the crons that allow overlap...
+            let mut recorded: Vec<Vec<bool>> = Vec::with_capacity(planned.len());
+            for (step, _) in &planned {
+                let mut written = Vec::with_capacity(step.ledger.len());
+                for row in &step.ledger {
+                    written.push(fire_times::record(&txn, dialect, row).await?);
                 }
-                q.push(" WHERE id IN ")
-                    .bind_list(chunk)
-                    .push(" AND next_fire_time ")
-                    .push(dialect.null_safe_eq())
-                    .push(" ")
-                    .bind(read);
-                let hit = txn.execute(q.build()).await?.rows_affected();
-                if hit == chunk.len() as u64 {
-                    moved.extend(chunk.iter().copied());
-                } else {
-                    // Not reached while the page holds its crons; should it be, find out
-                    // which markers moved rather than report them all.
+                recorded.push(written);
+            }
+            let batch: Vec<NewExecution> = planned
+                .iter()
+                .filter(|(s, _)| !s.policy.is_exclusive())
+                .flat_map(|(s, _)| s.create.iter().cloned())
+                .collect();
+            let mut batch_created = insert_many(&txn, dialect, &batch).await?.into_iter();
+            let mut steps = Vec::with_capacity(planned.len());
+            for ((step, note), recorded) in planned.into_iter().zip(recorded) {
+                let mut created = Vec::with_capacity(step.create.len());
+                for new in &step.create {
+                    // ...and one by one, in fire-time order, under the cron's policy (the page
+                    // holds the cron's lock).
+                    let outcome = if step.policy.is_exclusive() {
+                        create_locked(&txn, dialect, new, step.cron_id, step.policy, true).await?
+                    } else {
+                        batch_created.next().unwrap_or(Created::Exists)
+                    };
+                    created.push((new.scheduled_time, outcome));
+                }
+                steps.push((step, created, recorded, note));
+            }
+
+            // ...then the markers, grouped by (marker read, marker to, last fire time).
+            let mut groups: HashMap<MarkerGroup, Vec<i64>> = HashMap::new();
+            for (step, created, _, _) in &steps {
+                let read = by_id.get(&step.cron_id).and_then(|c| c.next_fire_time);
+                let last = created
+                    .iter()
+                    .filter(|(_, c)| *c != Created::Overlap)
+                    .map(|(t, _)| *t)
+                    .max();
+                let unchanged_ledger = step.ledger.is_empty();
+                let unchanged = match step.marker {
+                    MarkerMove::Keep => true,
+                    MarkerMove::Clear => read.is_none(),
+                    MarkerMove::To(t) => read == Some(t) && last.is_none() && unchanged_ledger,
+                };
+                if !unchanged {
+                    groups
+                        .entry((read, step.marker, last))
+                        .or_default()
+                        .push(step.cron_id);
+                }
+            }
+            let mut moved: HashSet<i64> = HashSet::new();
+            for ((read, to, last), ids) in groups {
+                for chunk in ids.chunks(MARKER_CHUNK) {
+                    let target = match to {
+                        MarkerMove::To(t) => Some(t),
+                        _ => None,
+                    };
                     let mut q = Sql::new(dialect);
-                    q.push("SELECT id, next_fire_time FROM cron_jobs WHERE id IN ")
-                        .bind_list(chunk);
-                    for row in MarkerRow::find_by_statement(q.build()).all(&txn).await? {
-                        if row.next_fire_time == target {
-                            moved.insert(row.id);
+                    q.push("UPDATE cron_jobs SET next_fire_time = ")
+                        .bind(target);
+                    if let Some(last) = last {
+                        q.push(", last_fire_time = ").bind(last);
+                    }
+                    q.push(" WHERE id IN ")
+                        .bind_list(chunk)
+                        .push(" AND next_fire_time ")
+                        .push(dialect.null_safe_eq())
+                        .push(" ")
+                        .bind(read);
+                    let hit = txn.execute(q.build()).await?.rows_affected();
+                    if hit == chunk.len() as u64 {
+                        moved.extend(chunk.iter().copied());
+                    } else {
+                        // Not reached while the page holds its crons; should it be, find out
+                        // which markers moved rather than report them all.
+                        let mut q = Sql::new(dialect);
+                        q.push("SELECT id, next_fire_time FROM cron_jobs WHERE id IN ")
+                            .bind_list(chunk);
+                        for row in MarkerRow::find_by_statement(q.build()).all(&txn).await? {
+                            if row.next_fire_time == target {
+                                moved.insert(row.id);
+                            }
                         }
                     }
                 }
             }
+            let first_new = steps
+                .iter()
+                .flat_map(|(step, created, _, _)| step.create.iter().zip(created))
+                .filter(|(_, (_, c))| c.is_new())
+                .map(|(new, _)| new.run_at)
+                .min();
+            let last_id = steps.last().map(|(s, _, _, _)| s.cron_id);
+            let page = DuePage {
+                claimed: crons.len(),
+                last_id,
+                steps: steps
+                    .into_iter()
+                    .map(|(step, created, recorded, note)| {
+                        let marker_moved =
+                            step.marker != MarkerMove::Keep && moved.contains(&step.cron_id);
+                        (
+                            StepDone {
+                                cron_id: step.cron_id,
+                                created,
+                                ledger: step.ledger,
+                                recorded,
+                                marker_moved,
+                            },
+                            note,
+                        )
+                    })
+                    .collect(),
+            };
+            Ok((page, first_new))
         }
-        txn.commit().await?;
-        let first_new = steps
-            .iter()
-            .flat_map(|(step, created, _, _)| step.create.iter().zip(created))
-            .filter(|(_, (_, c))| c.is_new())
-            .map(|(new, _)| new.run_at)
-            .min();
+        .await;
+        let (page, first_new) = settle(txn, outcome).await?;
         if let Some(run_at) = first_new {
             self.announce_due(run_at).await;
         }
-        let last_id = steps.last().map(|(s, _, _, _)| s.cron_id);
-        Ok(DuePage {
-            claimed: crons.len(),
-            last_id,
-            steps: steps
-                .into_iter()
-                .map(|(step, created, recorded, note)| {
-                    let marker_moved =
-                        step.marker != MarkerMove::Keep && moved.contains(&step.cron_id);
-                    (
-                        StepDone {
-                            cron_id: step.cron_id,
-                            created,
-                            ledger: step.ledger,
-                            recorded,
-                            marker_moved,
-                        },
-                        note,
-                    )
-                })
-                .collect(),
-        })
+        Ok(page)
     }
 }
 

@@ -254,13 +254,16 @@ impl Store {
                 )),
             ),
         };
-        txn.execute_unprepared(&lock).await?;
-        let result = self.migrate().await;
-        if let Some(unlock) = unlock {
-            txn.execute_unprepared(&unlock).await?;
+        let outcome = async {
+            txn.execute_unprepared(&lock).await?;
+            let result = self.migrate().await;
+            if let Some(unlock) = unlock {
+                txn.execute_unprepared(&unlock).await?;
+            }
+            Ok::<_, StoreError>(result)
         }
-        txn.commit().await?;
-        result
+        .await;
+        settle(txn, outcome).await?
     }
 
     /// Migrations this binary knows that the database has not applied.
@@ -349,6 +352,35 @@ where
         .iter()
         .map(|r| r.try_get_by_index::<i64>(0))
         .collect()
+}
+
+/// Ends `txn` by the outcome of what ran in it: COMMIT after `Ok`, ROLLBACK after `Err`,
+/// awaited either way. A dropped sea-orm transaction only queues its ROLLBACK until the pool
+/// next touches the connection, and until then its locks stand: `SKIP LOCKED` reads of
+/// other sessions pass over the rows (a dispatcher's next page misses the crons, a claim
+/// the executions) and an advisory lock blocks. The transactions whose locks others skip
+/// (dispatch pages, MySQL's claim and rescue) and the migration lock end here, not by drop;
+/// the others only make a waiter wait until the pool flushes the ROLLBACK.
+pub(crate) async fn settle<T, E>(
+    txn: sea_orm::DatabaseTransaction,
+    outcome: Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<DbErr>,
+{
+    match outcome {
+        Ok(value) => {
+            txn.commit().await?;
+            Ok(value)
+        }
+        Err(e) => {
+            if let Err(rollback) = txn.rollback().await {
+                // The connection is likely gone; the server ends the transaction with it.
+                tracing::debug!(error = %rollback, "rollback after a failed transaction failed");
+            }
+            Err(e)
+        }
+    }
 }
 
 /// `mariadb://` is accepted for convenience; sqlx speaks to MariaDB as `mysql://`.

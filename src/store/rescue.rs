@@ -14,7 +14,7 @@ use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait};
 
 use super::dialect::{Arg, Dialect, Sql};
 use super::transition::{cancelled_while_running, retry_or_final};
-use super::{execution_rows, query_ids, retry_transient, Store, StoreResult};
+use super::{execution_rows, query_ids, retry_transient, settle, Store, StoreResult};
 use crate::entities::job_execution::{self, Status};
 
 /// The error recorded on a rescued attempt.
@@ -118,32 +118,33 @@ impl Store {
             }
             Dialect::MySql => {
                 let txn = self.db.begin().await?;
-                let mut q = Sql::new(d);
-                q.push("SELECT id FROM job_executions WHERE");
-                expired(&mut q);
-                q.push(" ORDER BY lease_expires_at LIMIT ")
-                    .bind(limit as i64)
-                    .push(d.skip_locked());
-                let ids: Vec<i64> = query_ids(&txn, q.build()).await?;
-                if ids.is_empty() {
-                    txn.commit().await?;
-                    return Ok(Vec::new());
+                let outcome = async {
+                    let mut q = Sql::new(d);
+                    q.push("SELECT id FROM job_executions WHERE");
+                    expired(&mut q);
+                    q.push(" ORDER BY lease_expires_at LIMIT ")
+                        .bind(limit as i64)
+                        .push(d.skip_locked());
+                    let ids: Vec<i64> = query_ids(&txn, q.build()).await?;
+                    if ids.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    // The rows are locked by this transaction, so the guard still holds for all.
+                    let mut q = Sql::new(d);
+                    q.push("UPDATE job_executions");
+                    set(&mut q);
+                    q.push(" WHERE id IN ").bind_list(&ids).push(" AND");
+                    expired(&mut q);
+                    txn.execute(q.build()).await?;
+                    let mut q = Sql::new(d);
+                    q.push("SELECT ")
+                        .push(job_execution::select_list(false))
+                        .push(" FROM job_executions WHERE id IN ")
+                        .bind_list(&ids);
+                    execution_rows(&txn, q).await
                 }
-                // The rows are locked by this transaction, so the guard still holds for all.
-                let mut q = Sql::new(d);
-                q.push("UPDATE job_executions");
-                set(&mut q);
-                q.push(" WHERE id IN ").bind_list(&ids).push(" AND");
-                expired(&mut q);
-                txn.execute(q.build()).await?;
-                let mut q = Sql::new(d);
-                q.push("SELECT ")
-                    .push(job_execution::select_list(false))
-                    .push(" FROM job_executions WHERE id IN ")
-                    .bind_list(&ids);
-                let rows = execution_rows(&txn, q).await?;
-                txn.commit().await?;
-                Ok(rows)
+                .await;
+                settle(txn, outcome).await
             }
         }
     }

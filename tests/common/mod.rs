@@ -232,6 +232,24 @@ macro_rules! backend_test {
                 $crate::common::run(common::Backend::MySql, $body).await
             }
         }
+    }; // On the single-threaded test runtime: nothing the store spawned runs while the test
+    // blocks that thread, so what the store has not finished before returning stays undone.
+    (current_thread $name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test]
+            async fn sqlite() {
+                $crate::common::run(common::Backend::Sqlite, $body).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                $crate::common::run(common::Backend::Postgres, $body).await
+            }
+            #[tokio::test]
+            async fn mysql() {
+                $crate::common::run(common::Backend::MySql, $body).await
+            }
+        }
     };
 }
 
