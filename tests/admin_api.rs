@@ -1913,6 +1913,19 @@ backend_test!(health_ready_openapi_docs, |db: TestDb| async move {
         external.is_empty(),
         "/docs loads assets from other hosts: {external:?}"
     );
+    // The page is built on its first request, around the finished spec /openapi.json serves
+    // (with its security scheme), not the generated one; a second request gets the same.
+    let served = api.get("/openapi.json").await;
+    assert!(
+        docs.text.contains(&format!("let spec = {};", served.text)),
+        "/docs does not embed the spec /openapi.json serves"
+    );
+    assert!(
+        served.text.contains("bearer"),
+        "the finished spec: {}",
+        served.text
+    );
+    assert_eq!(api.get("/docs").await.text, docs.text);
 
     // An unknown API route is a 404 with the error body too.
     api.get("/api/no-such-thing").await.expect_error(404);

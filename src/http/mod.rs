@@ -11,6 +11,7 @@
 pub mod api;
 pub mod auth;
 pub mod console;
+pub mod docs;
 pub mod error;
 pub mod guard;
 pub mod scrape;
@@ -21,12 +22,12 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use poem::endpoint::make_sync;
 use poem::error::ReadBodyError;
 use poem::http::{header, Method, StatusCode};
 use poem::listener::TcpAcceptor;
 use poem::middleware::Cors;
-use poem::web::Html;
 use poem::{
     Body, Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route, Server,
 };
@@ -152,7 +153,8 @@ pub fn app(
         settings.token().is_some(),
         &state.registry.names(),
     );
-    let docs = service.swagger_ui_html().replacen(&original, &spec, 1);
+    let docs = docs::DocsPage::new(state.clone(), spec.clone());
+    let spec = Bytes::from(spec);
 
     let api = Arc::new(service.into_endpoint());
     let metrics_state = state.clone();
@@ -166,7 +168,7 @@ pub fn app(
                     .body(spec.clone())
             }),
         )
-        .at("/docs", make_sync(move |_| Html(docs.clone())))
+        .at("/docs", make_sync(move |_| docs.response()))
         .at(
             "/metrics",
             poem::endpoint::make(move |_| {
