@@ -36,11 +36,10 @@ const SHIPPED_PURGE_DELAY_MS: std::ffi::c_long = 100;
 /// 12. Giving them back at once cost a busy worker a fifth of its CPU in `madvise` and in
 /// faulting the pages in again (`perf`, `jobu bench drain`); 100 ms keeps the pages a burst
 /// reuses (drain CPU −14 to −17 %) for about 1 MB more in an idle `jobu run` (with
-/// [`collect_freed_memory`]). Unless
-/// `MIMALLOC_PURGE_DELAY` says otherwise, that is the delay. Runs first in `main`, before
-/// any other thread exists. The option is set only while it reads as the purge delay's
-/// default, so a mimalloc that renumbered its options is left alone rather than given a
-/// wrong setting (a test below catches such an upgrade).
+/// [`collect_freed_memory`]). Unless `MIMALLOC_PURGE_DELAY` says otherwise, that is the
+/// delay. Runs first in `main`, before any other thread exists. The option is set only
+/// while it reads as the purge delay's default, so a mimalloc that renumbered its options
+/// is left alone rather than given a wrong setting (a test below catches such an upgrade).
 #[cfg(feature = "mimalloc")]
 fn return_freed_memory_soon() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
@@ -59,7 +58,8 @@ fn return_freed_memory_soon() {}
 
 /// A thread's delayed purges run when it next allocates, so a thread that goes idle keeps
 /// what it freed last. Once a second the daemon asks mimalloc for the purges whose delay has
-/// passed; an idle `jobu run` then holds what it held with no delay at all.
+/// passed: an idle `jobu run` held 27.8 MB with it, 28.2 – 29.4 MB without it and 26.4 –
+/// 26.8 MB with no delay at all.
 #[cfg(feature = "mimalloc")]
 async fn collect_freed_memory() {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
