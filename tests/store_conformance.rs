@@ -2664,6 +2664,16 @@ fn two_minutes_from(base: DateTime<Utc>) -> impl FnMut(&[DueCron]) -> Vec<(CronS
     }
 }
 
+/// [`two_minutes_from`] with its steps reversed: a plan the page refuses.
+fn out_of_order(base: DateTime<Utc>) -> impl FnMut(&[DueCron]) -> Vec<(CronStep, ())> {
+    let mut plan = two_minutes_from(base);
+    move |crons: &[DueCron]| {
+        let mut steps = plan(crons);
+        steps.reverse();
+        steps
+    }
+}
+
 fn page_query(now: DateTime<Utc>, after_id: i64, limit: u64) -> DueQuery {
     DueQuery {
         after_id,
@@ -2689,11 +2699,7 @@ backend_test!(
         }
         let bad = db
             .store
-            .dispatch_due(&page_query(now, 0, 100), |crons: &[DueCron]| {
-                let mut steps = two_minutes_from(t0)(crons);
-                steps.reverse();
-                steps
-            })
+            .dispatch_due(&page_query(now, 0, 100), out_of_order(t0))
             .await;
         assert!(bad.is_err());
         let other = db.clone();
@@ -2752,11 +2758,7 @@ backend_test!(
         // page is written.
         let bad = db
             .store
-            .dispatch_due(&page_query(now, 0, 100), |crons: &[DueCron]| {
-                let mut steps = two_minutes_from(t0)(crons);
-                steps.reverse();
-                steps
-            })
+            .dispatch_due(&page_query(now, 0, 100), out_of_order(t0))
             .await;
         assert!(bad.is_err());
         assert_eq!(
