@@ -213,39 +213,30 @@ fn with_database(server: &str, name: &str) -> String {
 /// backend_test!(claims_once, |db| async move { ... });
 /// ```
 ///
-/// expands to module `claims_once` with tests `sqlite`, `postgres` and `mysql`.
+/// expands to module `claims_once` with tests `sqlite`, `postgres` and `mysql`, each on a
+/// 4-thread runtime. `backend_test!(current_thread name, body)` runs them on the
+/// single-threaded test runtime instead: nothing the store spawned runs while the test
+/// blocks that thread, so what the store has not finished before returning stays undone.
 #[macro_export]
 macro_rules! backend_test {
     ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                $crate::common::run(common::Backend::Sqlite, $body).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                $crate::common::run(common::Backend::Postgres, $body).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn mysql() {
-                $crate::common::run(common::Backend::MySql, $body).await
-            }
-        }
-    }; // On the single-threaded test runtime: nothing the store spawned runs while the test
-    // blocks that thread, so what the store has not finished before returning stays undone.
+        $crate::backend_test!(@on [flavor = "multi_thread", worker_threads = 4] $name, $body);
+    };
     (current_thread $name:ident, $body:expr) => {
+        $crate::backend_test!(@on [] $name, $body);
+    };
+    (@on [$($runtime:tt)*] $name:ident, $body:expr) => {
         mod $name {
             use super::*;
-            #[tokio::test]
+            #[tokio::test($($runtime)*)]
             async fn sqlite() {
                 $crate::common::run(common::Backend::Sqlite, $body).await
             }
-            #[tokio::test]
+            #[tokio::test($($runtime)*)]
             async fn postgres() {
                 $crate::common::run(common::Backend::Postgres, $body).await
             }
-            #[tokio::test]
+            #[tokio::test($($runtime)*)]
             async fn mysql() {
                 $crate::common::run(common::Backend::MySql, $body).await
             }
