@@ -1168,6 +1168,73 @@ backend_test!(presence_rows_live_and_go, |db: TestDb| async move {
     assert!(db.store.live_workers(30.0).await.unwrap().is_empty());
 });
 
+backend_test!(
+    a_claimed_row_reads_back_column_for_column,
+    |db: TestDb| async move {
+        // Every column holds a value no other column of its type holds, so a claim that
+        // decoded any two columns into each other's fields would differ from the row as
+        // the entity reads it.
+        let cron = db
+            .store
+            .insert_cron(&NewCron::new("every-column", "* * * * *", HANDLER))
+            .await
+            .unwrap();
+        let now = db.store.now().await.unwrap();
+        let at = |s: i64| now - Duration::seconds(s);
+        let row = job_execution::ActiveModel {
+            job_id: Set(Some(cron.id)),
+            handler_name: Set(HANDLER.to_string()),
+            scheduled_time: Set(at(50)),
+            run_at: Set(at(40)),
+            status: Set(Status::Pending.as_str().to_string()),
+            params: Set(Some(serde_json::json!({"p": 1}))),
+            param_source: Set(ParamSource::Manual.as_str().to_string()),
+            retry_count: Set(2),
+            max_retry: Set(5),
+            timeout_seconds: Set(77),
+            owner_token: Set(Some("stale-token".into())),
+            worker_id: Set(Some("earlier-worker".into())),
+            lease_expires_at: Set(Some(at(30))),
+            cancel_requested: Set(true),
+            cancel_reason: Set(Some(CancelReason::Operator.as_str().into())),
+            started_at: Set(Some(at(20))),
+            finished_at: Set(Some(at(10))),
+            error_message: Set(Some("earlier error".into())),
+            result: Set(Some(serde_json::json!({"r": 2}))),
+            created_at: Set(at(60)),
+            updated_at: Set(at(55)),
+            exclusive_run: Set(true),
+            fire_time_until: Set(Some(at(45))),
+            fire_count: Set(3),
+            reason: Set(Some("a reason".into())),
+            requested_by: Set(Some("an operator".into())),
+            parent_execution_id: Set(Some(901)),
+            chain_child: Set(Some(902)),
+            backfill_id: Set(Some(903)),
+            ..Default::default()
+        };
+        JobExecutions::insert(row)
+            .exec(db.store.connection())
+            .await
+            .unwrap();
+        let claimed = claim_one(&db.store, "w-columns").await;
+        let stored = db.store.execution(claimed.id).await.unwrap().unwrap();
+        assert_eq!(claimed, stored);
+        assert_eq!(
+            (claimed.job_id, claimed.retry_count, claimed.max_retry),
+            (Some(cron.id), 2, 5)
+        );
+        assert_eq!(
+            (
+                claimed.parent_execution_id,
+                claimed.chain_child,
+                claimed.backfill_id
+            ),
+            (Some(901), Some(902), Some(903))
+        );
+    }
+);
+
 // ---- Many attempts end in one statement ----
 
 /// Claims every due execution (up to 2,000) in one claim.
@@ -1297,6 +1364,70 @@ backend_test!(
             (Status::Success.as_str(), None)
         );
         assert_cancelled_for_good(&get(8).await, 0);
+    }
+);
+
+backend_test!(
+    a_batch_stores_results_and_messages_exactly_as_given,
+    |db: TestDb| async move {
+        seed_pending(&db.store, 7, 0).await;
+        let mut rows = claim_all(&db.store, "w").await;
+        rows.sort_by_key(|r| r.id);
+        // Quotes, backslashes, braces, commas, newlines and non-ASCII text: the batch's
+        // encoding (JSON rows, typed arrays) must carry every one of them unchanged.
+        let odd = "it's \"quoted\", {braced} \\ back\\slash\nnew line, ünïcödé, NULL";
+        let batch = vec![
+            // A JSON null result is no result; the JSON *string* "null" is a result.
+            ending(&rows[0], End::Success(Some(serde_json::Value::Null))),
+            ending(&rows[1], End::Success(Some(serde_json::json!("null")))),
+            ending(
+                &rows[2],
+                End::Success(Some(serde_json::json!({"k": odd, "n": [1, null]}))),
+            ),
+            ending(&rows[3], End::Cancelled(odd.to_string())),
+            // An empty message is a message, not a missing one.
+            ending(&rows[4], End::Cancelled(String::new())),
+            ending(&rows[5], End::Success(None)),
+            ending(
+                &rows[6],
+                End::Failed {
+                    failure: Failure::Failed,
+                    error: odd.to_string(),
+                    backoff_seconds: 0.0,
+                },
+            ),
+        ];
+        let out = db.store.finish_many(&batch).await.unwrap();
+        assert!(out.iter().all(Option::is_some), "{out:?}");
+        let get = |i: usize| {
+            let store = db.store.clone();
+            let id = rows[i].id;
+            async move { store.execution(id).await.unwrap().unwrap() }
+        };
+        assert_eq!(get(0).await.result, None);
+        assert_eq!(get(1).await.result, Some(serde_json::json!("null")));
+        assert_eq!(
+            get(2).await.result,
+            Some(serde_json::json!({"k": odd, "n": [1, null]}))
+        );
+        let r3 = get(3).await;
+        assert_eq!(r3.error_message.as_deref(), Some(odd));
+        assert_eq!(r3.cancel_reason.as_deref(), Some("operator"));
+        let r4 = get(4).await;
+        assert_eq!(
+            (r4.status.as_str(), r4.error_message.as_deref()),
+            (Status::Cancelled.as_str(), Some(""))
+        );
+        let r5 = get(5).await;
+        assert_eq!(
+            (r5.result, r5.error_message, r5.cancel_reason),
+            (None, None, None)
+        );
+        let r6 = get(6).await;
+        assert_eq!(
+            (r6.status.as_str(), r6.error_message.as_deref()),
+            (Status::Failed.as_str(), Some(odd))
+        );
     }
 );
 

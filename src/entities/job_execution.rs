@@ -104,6 +104,55 @@ pub fn select_list(qualified: bool) -> &'static str {
     })
 }
 
+/// Decodes a row of [`select_list`] by position. sea-orm's derived decoder looks every
+/// column up by a name it first formats into a new string; for the claim's hundreds of rows
+/// that was a seventh of a busy worker's CPU. Same types, same order as the derived one
+/// (the fields in declaration order, which is `Column::iter()`'s order).
+pub fn from_select_list(r: &sea_orm::QueryResult) -> Result<Model, DbErr> {
+    let mut i = 0usize;
+    let mut next = || {
+        i += 1;
+        i - 1
+    };
+    let model = Model {
+        id: r.try_get_by_index(next())?,
+        job_id: r.try_get_by_index(next())?,
+        handler_name: r.try_get_by_index(next())?,
+        scheduled_time: r.try_get_by_index(next())?,
+        run_at: r.try_get_by_index(next())?,
+        status: r.try_get_by_index(next())?,
+        params: r.try_get_by_index(next())?,
+        param_source: r.try_get_by_index(next())?,
+        retry_count: r.try_get_by_index(next())?,
+        max_retry: r.try_get_by_index(next())?,
+        timeout_seconds: r.try_get_by_index(next())?,
+        owner_token: r.try_get_by_index(next())?,
+        worker_id: r.try_get_by_index(next())?,
+        lease_expires_at: r.try_get_by_index(next())?,
+        cancel_requested: r.try_get_by_index(next())?,
+        cancel_reason: r.try_get_by_index(next())?,
+        started_at: r.try_get_by_index(next())?,
+        finished_at: r.try_get_by_index(next())?,
+        error_message: r.try_get_by_index(next())?,
+        result: r.try_get_by_index(next())?,
+        created_at: r.try_get_by_index(next())?,
+        updated_at: r.try_get_by_index(next())?,
+        exclusive_run: r.try_get_by_index(next())?,
+        fire_time_until: r.try_get_by_index(next())?,
+        fire_count: r.try_get_by_index(next())?,
+        reason: r.try_get_by_index(next())?,
+        requested_by: r.try_get_by_index(next())?,
+        parent_execution_id: r.try_get_by_index(next())?,
+        chain_child: r.try_get_by_index(next())?,
+        backfill_id: r.try_get_by_index(next())?,
+    };
+    debug_assert_eq!(i, COLUMN_COUNT);
+    Ok(model)
+}
+
+/// How many columns [`from_select_list`] reads: every column of the table.
+const COLUMN_COUNT: usize = 30;
+
 /// The states of an execution: `PENDING -> RUNNING -> SUCCESS | FAILED | TIMEOUT`, and
 /// `CANCELLED` from PENDING or RUNNING. `WAITING -> PENDING` for a fire time buffered behind
 /// an unfinished execution of its cron. `SKIPPED`, `MISSED` and `EXCLUDED` are the ledger's
@@ -232,5 +281,15 @@ impl ParamSource {
             ParamSource::Backfill => "backfill",
             ParamSource::Chain => "chain",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::Iterable;
+
+    #[test]
+    fn the_positional_decoder_reads_every_column() {
+        assert_eq!(super::Column::iter().count(), super::COLUMN_COUNT);
     }
 }

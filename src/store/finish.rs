@@ -7,8 +7,8 @@
 //! its claim's owner token. A row whose token no longer matches (lease lost, rescued,
 //! re-claimed) is left alone and reported as `None`.
 //!
-//! - PostgreSQL: `UPDATE ... FROM jsonb_to_recordset($1) AS b(...) ... RETURNING`: one
-//!   parameter and one SQL text whatever the batch size.
+//! - PostgreSQL: `UPDATE ... FROM unnest($1, $2, ...) AS b(...) ... RETURNING`: one binary
+//!   array parameter per column and one SQL text whatever the batch size.
 //! - SQLite: the same shape over `json_each(?)` (SQLite 3.35+).
 //! - MySQL/MariaDB: multi-table UPDATE does not promise the left-to-right SET order the
 //!   retry rule relies on, so the batch is a single-table UPDATE whose per-row values are
@@ -18,8 +18,9 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use sea_orm::sea_query::ArrayType;
 use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, TransactionTrait, Value};
-use serde_json::json;
+use serde_json::{json, Value as Json};
 
 use super::dialect::{Arg, Dialect, Sql};
 use super::transition::{cancelled_while_running, release_set, retry_or_final, truncate_error};
@@ -95,7 +96,8 @@ fn group(end: &End) -> Group {
 /// An entry's column values, computed in Rust before writing.
 struct Values {
     status: &'static str,
-    result: Option<String>,
+    /// The handler's result; `None` for none (a JSON null result is none too).
+    result_json: Option<Json>,
     error: Option<String>,
     reason: Option<&'static str>,
     final_status: &'static str,
@@ -106,7 +108,7 @@ struct Values {
 fn values(end: &End) -> Values {
     let mut v = Values {
         status: Status::Success.as_str(),
-        result: None,
+        result_json: None,
         error: None,
         reason: None,
         final_status: Status::Failed.as_str(),
@@ -115,10 +117,7 @@ fn values(end: &End) -> Values {
     };
     match end {
         End::Success(result) => {
-            v.result = result
-                .as_ref()
-                .filter(|r| !r.is_null())
-                .map(|r| r.to_string());
+            v.result_json = result.as_ref().filter(|r| !r.is_null()).cloned();
         }
         End::Cancelled(message) => {
             v.status = Status::Cancelled.as_str();
@@ -245,28 +244,11 @@ impl Store {
         }
     }
 
-    /// PostgreSQL and SQLite: the batch joins the UPDATE as a table `b` of JSON rows.
+    /// PostgreSQL and SQLite: the batch joins the UPDATE as a table `b` with one row per
+    /// entry: typed arrays zipped by `unnest` on PostgreSQL, JSON rows on SQLite.
     async fn finish_joined(&self, g: Group, chunk: &[&Finish]) -> Result<Vec<After>, DbErr> {
         let d = self.dialect;
-        let rows: Vec<serde_json::Value> = chunk
-            .iter()
-            .map(|f| {
-                let v = values(&f.end);
-                json!({
-                    "b_id": f.id,
-                    "b_token": f.token,
-                    "b_status": v.status,
-                    "b_result": v.result,
-                    "b_error": v.error,
-                    "b_reason": v.reason,
-                    "b_final": v.final_status,
-                    "b_cancelled": v.cancelled_error,
-                    "b_backoff": v.backoff,
-                    "b_running": Status::Running.as_str(),
-                })
-            })
-            .collect();
-        let batch = serde_json::Value::Array(rows);
+        let all: Vec<Values> = chunk.iter().map(|f| values(&f.end)).collect();
         let col = |name: &'static str| Arg::Column(name);
         let mut q = Sql::new(d);
         q.push("UPDATE job_executions");
@@ -275,11 +257,7 @@ impl Store {
             g,
             &Columns {
                 status: col("b.b_status"),
-                result: if d == Dialect::Postgres {
-                    col("CAST(b.b_result AS jsonb)")
-                } else {
-                    col("b.b_result")
-                },
+                result: col("b.b_result"),
                 error: col("b.b_error"),
                 reason: col("b.b_reason"),
                 final_status: col("b.b_final"),
@@ -288,42 +266,8 @@ impl Store {
             },
         );
         match d {
-            Dialect::Postgres => {
-                q.push(" FROM jsonb_to_recordset(").bind(batch).push(
-                    ") AS b(b_id bigint, b_token text, b_status text, b_result text, \
-                     b_error text, b_reason text, b_final text, b_cancelled text, \
-                     b_backoff float8, b_running text)",
-                );
-            }
-            _ => {
-                q.push(" FROM (SELECT");
-                for (i, name) in [
-                    "b_id",
-                    "b_token",
-                    "b_status",
-                    "b_result",
-                    "b_error",
-                    "b_reason",
-                    "b_final",
-                    "b_cancelled",
-                    "b_backoff",
-                    "b_running",
-                ]
-                .iter()
-                .enumerate()
-                {
-                    if i > 0 {
-                        q.push(",");
-                    }
-                    q.push(" json_extract(value, '$.")
-                        .push(name)
-                        .push("') AS ")
-                        .push(name);
-                }
-                q.push(" FROM json_each(")
-                    .bind(batch.to_string())
-                    .push(")) AS b");
-            }
+            Dialect::Postgres => joined_arrays(&mut q, chunk, &all),
+            _ => joined_json(&mut q, chunk, &all),
         }
         // The rows are reached by primary key. `status = 'RUNNING'` as a plain restriction
         // lets the planner scan the status index instead (SQLite without statistics,
@@ -335,10 +279,9 @@ impl Store {
              AND job_executions.status = b.b_running",
         );
         if d == Dialect::Postgres {
-            let ids: Vec<String> = chunk.iter().map(|f| f.id.to_string()).collect();
-            q.push(" AND job_executions.id = ANY(CAST(")
-                .bind(format!("{{{}}}", ids.join(",")))
-                .push(" AS bigint[]))");
+            q.push(" AND job_executions.id = ANY(")
+                .bind(chunk.iter().map(|f| f.id).collect::<Vec<i64>>())
+                .push(")");
         }
         q.push(
             " RETURNING job_executions.id, job_executions.status, \
@@ -455,14 +398,7 @@ fn mysql_update(d: Dialect, g: Group, chunk: &[&Finish]) -> Sql {
     };
     let columns = Columns {
         status: per_row(&|v| v.status.into()),
-        result: per_row(&|v| {
-            Value::Json(
-                v.result
-                    .as_deref()
-                    .and_then(|r| serde_json::from_str(r).ok())
-                    .map(Box::new),
-            )
-        }),
+        result: per_row(&|v| Value::Json(v.result_json.clone().map(Box::new))),
         error: per_row(&|v| v.error.clone().into()),
         reason: per_row(&|v| v.reason.map(str::to_string).into()),
         final_status: per_row(&|v| v.final_status.into()),
@@ -475,6 +411,110 @@ fn mysql_update(d: Dialect, g: Group, chunk: &[&Finish]) -> Sql {
     fence_many(&mut q, chunk);
     q
 }
+
+/// PostgreSQL's batch table: one binary array parameter per column, zipped by `unnest`
+/// (no per-row text to parse, unlike JSON). Nullable texts travel as `jsonb[]` elements, a
+/// JSON null standing for SQL NULL, because the binder's `text[]` has no NULL element.
+fn joined_arrays(q: &mut Sql, chunk: &[&Finish], all: &[Values]) {
+    fn texts<'a>(all: &'a [Values], pick: impl Fn(&'a Values) -> &'a str) -> Vec<String> {
+        all.iter().map(|v| pick(v).to_string()).collect()
+    }
+    fn nullable<'a>(all: &'a [Values], pick: impl Fn(&'a Values) -> Option<&'a str>) -> Value {
+        let items = all
+            .iter()
+            .map(|v| Value::Json(Some(Box::new(pick(v).map_or(Json::Null, Json::from)))))
+            .collect();
+        Value::Array(ArrayType::Json, Some(Box::new(items)))
+    }
+    let results = all
+        .iter()
+        .map(|v| {
+            let r = v.result_json.clone().unwrap_or(Json::Null);
+            Value::Json(Some(Box::new(r)))
+        })
+        .collect();
+    q.push(
+        " FROM (SELECT b_id, b_token, b_status, NULLIF(b_result, 'null'::jsonb) AS b_result, \
+         b_error #>> '{}' AS b_error, b_reason #>> '{}' AS b_reason, b_final, b_cancelled, \
+         b_backoff, b_running FROM unnest(",
+    )
+    .bind(chunk.iter().map(|f| f.id).collect::<Vec<i64>>())
+    .push(", ")
+    .bind(
+        chunk
+            .iter()
+            .map(|f| f.token.clone())
+            .collect::<Vec<String>>(),
+    )
+    .push(", ")
+    .bind(texts(all, |v| v.status))
+    .push(", ")
+    .bind(Value::Array(ArrayType::Json, Some(Box::new(results))))
+    .push(", ")
+    .bind(nullable(all, |v| v.error.as_deref()))
+    .push(", ")
+    .bind(nullable(all, |v| v.reason))
+    .push(", ")
+    .bind(texts(all, |v| v.final_status))
+    .push(", ")
+    .bind(texts(all, |v| &v.cancelled_error))
+    .push(", ")
+    .bind(all.iter().map(|v| v.backoff).collect::<Vec<f64>>())
+    .push(", ")
+    .bind(texts(all, |_| Status::Running.as_str()))
+    .push(
+        ") AS u(b_id, b_token, b_status, b_result, b_error, b_reason, b_final, b_cancelled, \
+         b_backoff, b_running)) AS b",
+    );
+}
+
+/// SQLite's batch table: `json_each` over an array of JSON objects.
+fn joined_json(q: &mut Sql, chunk: &[&Finish], all: &[Values]) {
+    let rows: Vec<Json> = chunk
+        .iter()
+        .zip(all)
+        .map(|(f, v)| {
+            json!({
+                "b_id": f.id,
+                "b_token": f.token,
+                "b_status": v.status,
+                "b_result": v.result_json.as_ref().map(Json::to_string),
+                "b_error": v.error,
+                "b_reason": v.reason,
+                "b_final": v.final_status,
+                "b_cancelled": v.cancelled_error,
+                "b_backoff": v.backoff,
+                "b_running": Status::Running.as_str(),
+            })
+        })
+        .collect();
+    q.push(" FROM (SELECT");
+    for (i, name) in BATCH_COLUMNS.iter().enumerate() {
+        if i > 0 {
+            q.push(",");
+        }
+        q.push(" json_extract(value, '$.")
+            .push(name)
+            .push("') AS ")
+            .push(name);
+    }
+    q.push(" FROM json_each(")
+        .bind(Json::Array(rows).to_string())
+        .push(")) AS b");
+}
+
+const BATCH_COLUMNS: [&str; 10] = [
+    "b_id",
+    "b_token",
+    "b_status",
+    "b_result",
+    "b_error",
+    "b_reason",
+    "b_final",
+    "b_cancelled",
+    "b_backoff",
+    "b_running",
+];
 
 fn after_ended(f: &Finish) -> After {
     let status = match f.end {

@@ -329,16 +329,16 @@ async fn connect_mysql(opts: ConnectOptions) -> StoreResult<DatabaseConnection> 
 }
 
 /// Runs a statement that returns whole `job_executions` rows (its select list from
-/// [`crate::entities::job_execution::select_list`]).
+/// [`crate::entities::job_execution::select_list`]), decoded by position.
 pub(crate) async fn execution_rows<C: ConnectionTrait>(
     db: &C,
     q: dialect::Sql,
 ) -> Result<Vec<crate::entities::job_execution::Model>, DbErr> {
-    use sea_orm::EntityTrait;
-    crate::entities::job_execution::Entity::find()
-        .from_raw_sql(q.build())
-        .all(db)
-        .await
+    db.query_all(q.build())
+        .await?
+        .iter()
+        .map(crate::entities::job_execution::from_select_list)
+        .collect()
 }
 
 /// The first column of every row `stmt` returns, as ids (into a `Vec`, a set...).
