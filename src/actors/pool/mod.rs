@@ -305,7 +305,7 @@ impl Actor for WorkerPool {
             },
         ];
         let completer = Completer::start(
-            shared.store.clone(),
+            shared.claim_store.clone(),
             shared.worker_id.clone(),
             config.clone(),
             myself.clone(),
@@ -599,7 +599,7 @@ fn poll(myself: &ActorRef<PoolMsg>, state: &mut PoolState) {
     let requested = free.min(state.config.claim_batch_size as usize);
     state.claim_in_flight += requested;
     state.claims += 1;
-    let store = state.shared.store.clone();
+    let store = state.shared.claim_store.clone();
     let handlers = state.handlers.clone();
     let worker_id = state.shared.worker_id.clone();
     let lease = state.config.lease;
