@@ -1,7 +1,7 @@
 //! `drain`: N no-op executions, due now, bulk-inserted with [`Store::create_many`]; then K
 //! worker-only runtimes, each with a connection pool of its own as a separate process would
 //! have, run them. The window is from the pools' start until no execution is PENDING or
-//! RUNNING (an index probe every 20 ms on the bench's own connection); then every one must
+//! RUNNING (index probes every 20 ms on the bench's own connection); then every one must
 //! be SUCCESS, after one attempt.
 
 use serde_json::{json, Value};

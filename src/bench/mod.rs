@@ -478,16 +478,36 @@ impl Monitor {
         self.count(q).await
     }
 
+    /// SUCCESS rows, for the progress bar: counted in the index of finished rows (which
+    /// holds every SUCCESS row) rather than by reading the table the workers are writing.
+    pub async fn count_succeeded(&self) -> Result<u64, BenchError> {
+        let mut q = Sql::new(self.dialect);
+        q.push("SELECT COUNT(*) AS n FROM job_executions WHERE status = ")
+            .status(Status::Success)
+            .push(" AND finished_at IS NOT NULL");
+        self.count(q).await
+    }
+
     /// Whether any execution is PENDING or RUNNING (with a fire time at or before `until`,
-    /// when given): one index probe.
+    /// when given): a probe of the PENDING rows' index and of the RUNNING rows', in one
+    /// statement so that a row moving between the two is seen in one of them. The statuses
+    /// are literals, one per probe, so that PostgreSQL's and SQLite's planners can use those
+    /// partial indexes: a bound list made every probe, 50 a second, scan the table from its
+    /// first row to the first unfinished one, which on SQLite took CPU from the very
+    /// workers the bench measures.
     pub async fn unfinished(&self, until: Option<DateTime<Utc>>) -> Result<bool, BenchError> {
         let mut q = Sql::new(self.dialect);
-        q.push("SELECT id FROM job_executions WHERE status IN ")
-            .bind_list(&[Status::Pending.as_str(), Status::Running.as_str()]);
-        if let Some(t) = until {
-            q.push(" AND scheduled_time <= ").bind(t);
+        for (i, status) in [Status::Pending, Status::Running].into_iter().enumerate() {
+            if i > 0 {
+                q.push(" UNION ALL ");
+            }
+            q.push("SELECT id FROM (SELECT id FROM job_executions WHERE status = ")
+                .status(status);
+            if let Some(t) = until {
+                q.push(" AND scheduled_time <= ").bind(t);
+            }
+            q.push(" LIMIT 1) AS probe_").push(status.as_str());
         }
-        q.push(" LIMIT 1");
         Ok(self.db.query_one(q.build()).await?.is_some())
     }
 
@@ -515,7 +535,7 @@ impl Monitor {
             };
             if last_look.elapsed() >= every {
                 last_look = Instant::now();
-                let done = self.count_status(Status::Success).await?;
+                let done = self.count_succeeded().await?;
                 progress.set(done);
                 if last_count != Some(done) {
                     last_count = Some(done);
