@@ -244,28 +244,24 @@ impl Runtime {
             .id
             .clone()
             .unwrap_or_else(default_worker_id);
-        let lease_store = if self.roles.worker {
-            store
-                .dedicated(LEASE_POOL_CONNECTIONS)
-                .await
-                .map_err(|source| RuntimeError::Connect {
-                    url: redact_url(&self.settings.default_database().url),
-                    source,
-                })?
-        } else {
-            store.clone()
+        // A worker's pools of its own (the main store when not needed or not possible).
+        let url = redact_url(&self.settings.default_database().url);
+        let own_pool = |wanted: bool, connections: u32| {
+            let (store, url) = (&store, url.clone());
+            async move {
+                if !wanted {
+                    return Ok(store.clone());
+                }
+                store
+                    .dedicated(connections)
+                    .await
+                    .map_err(|source| RuntimeError::Connect { url, source })
+            }
         };
-        let claim_store = if self.roles.worker && store.dialect() == crate::store::Dialect::Sqlite {
-            store
-                .dedicated(SQLITE_CLAIM_POOL_CONNECTIONS)
-                .await
-                .map_err(|source| RuntimeError::Connect {
-                    url: redact_url(&self.settings.default_database().url),
-                    source,
-                })?
-        } else {
-            store.clone()
-        };
+        let lease_store = own_pool(self.roles.worker, LEASE_POOL_CONNECTIONS).await?;
+        let sqlite = store.dialect() == crate::store::Dialect::Sqlite;
+        let claim_store =
+            own_pool(self.roles.worker && sqlite, SQLITE_CLAIM_POOL_CONNECTIONS).await?;
         let databases = if self.roles.worker || self.roles.admin {
             crate::txn::Databases::open(&self.settings, &store)
                 .await
