@@ -1138,6 +1138,104 @@ backend_test!(
     }
 );
 
+backend_test!(
+    execution_pages_merge_every_status_newest_fire_time_first,
+    |db: TestDb| async move {
+        // Rows of every kind of status with interleaved and tied fire times: the list reads
+        // unfinished and other rows through different indexes and must merge them exactly.
+        let base = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
+        let statuses = [
+            Status::Pending,
+            Status::Running,
+            Status::Success,
+            Status::Failed,
+            Status::Waiting,
+            Status::Cancelled,
+            Status::Pending,
+        ];
+        let mut rows = Vec::new();
+        for i in 0..40_i64 {
+            let status = statuses[i as usize % statuses.len()];
+            let at = base + Duration::minutes(i * 7 % 23);
+            let finished = status.is_final().then_some(at);
+            rows.push(job_execution::ActiveModel {
+                handler_name: Set(HANDLER.to_string()),
+                scheduled_time: Set(at),
+                run_at: Set(at),
+                status: Set(status.as_str().to_string()),
+                param_source: Set(ParamSource::Api.as_str().to_string()),
+                retry_count: Set(0),
+                max_retry: Set(0),
+                timeout_seconds: Set(300),
+                cancel_requested: Set(false),
+                finished_at: Set(finished),
+                created_at: Set(at),
+                updated_at: Set(at),
+                ..Default::default()
+            });
+        }
+        JobExecutions::insert_many(rows)
+            .exec(db.store.connection())
+            .await
+            .unwrap();
+        let mut all = JobExecutions::find()
+            .all(db.store.connection())
+            .await
+            .unwrap();
+        all.sort_by_key(|r| std::cmp::Reverse((r.scheduled_time, r.id)));
+
+        let filters = [
+            ExecutionFilter::default(),
+            ExecutionFilter {
+                status: Some(Status::Pending),
+                ..ExecutionFilter::default()
+            },
+            ExecutionFilter {
+                status: Some(Status::Running),
+                ..ExecutionFilter::default()
+            },
+            ExecutionFilter {
+                status: Some(Status::Success),
+                ..ExecutionFilter::default()
+            },
+            ExecutionFilter {
+                from: Some(base + Duration::minutes(5)),
+                to: Some(base + Duration::minutes(15)),
+                ..ExecutionFilter::default()
+            },
+        ];
+        for filter in &filters {
+            let expected: Vec<i64> = all
+                .iter()
+                .filter(|r| filter.status.is_none_or(|s| r.status == s.as_str()))
+                .filter(|r| filter.from.is_none_or(|t| r.scheduled_time >= t))
+                .filter(|r| filter.to.is_none_or(|t| r.scheduled_time <= t))
+                .map(|r| r.id)
+                .collect();
+            assert!(!expected.is_empty(), "{filter:?} matches nothing");
+            for size in [1_u64, 3, 7, 50] {
+                let mut listed = Vec::new();
+                let mut offset = 0;
+                loop {
+                    let (page, total) = db
+                        .store
+                        .list_executions(filter, offset, size)
+                        .await
+                        .unwrap();
+                    assert_eq!(total, expected.len() as u64, "{filter:?}");
+                    assert!(page.len() as u64 <= size);
+                    if page.is_empty() {
+                        break;
+                    }
+                    offset += page.len() as u64;
+                    listed.extend(page.into_iter().map(|v| v.execution.id));
+                }
+                assert_eq!(listed, expected, "{filter:?}, pages of {size}");
+            }
+        }
+    }
+);
+
 backend_test!(presence_rows_live_and_go, |db: TestDb| async move {
     let me = Presence {
         id: "w-1".into(),

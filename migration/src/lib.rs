@@ -15,6 +15,7 @@ mod m20261203_000008_finished_index;
 mod m20261204_000009_schedules;
 mod m20261205_000010_operator_actions;
 mod m20261206_000011_sparse_execution_indexes;
+mod m20261207_000012_finished_list_index;
 pub mod types;
 
 pub struct Migrator;
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000009_schedules::Migration),
             Box::new(m20261205_000010_operator_actions::Migration),
             Box::new(m20261206_000011_sparse_execution_indexes::Migration),
+            Box::new(m20261207_000012_finished_list_index::Migration),
         ]
     }
 }
