@@ -13,66 +13,7 @@ use jobu::schedule::Schedule;
 use jobu::store::Store;
 use jobu::telemetry::LogGuard;
 
-// glibc's malloc took about a third of a worker's CPU in `jobu bench drain` (many small
-// short-lived allocations across threads); mimalloc serves them from per-thread pages.
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// `mi_option_purge_delay` in mimalloc's `mimalloc.h` (v2 and v3; libmimalloc-sys does not
-/// name it).
-#[cfg(feature = "mimalloc")]
-const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-/// Its default in mimalloc v3, which libmimalloc-sys builds: milliseconds.
-#[cfg(feature = "mimalloc")]
-const PURGE_DELAY_DEFAULT_MS: std::ffi::c_long = 1000;
-
-/// How long freed pages stay with their thread before they go back to the system.
-#[cfg(feature = "mimalloc")]
-const SHIPPED_PURGE_DELAY_MS: std::ffi::c_long = 100;
-
-/// mimalloc keeps freed pages for a second and gives them back only when the thread next
-/// allocates, so idle threads keep theirs: an idle `jobu run` held 20 MB of heap instead of
-/// 12. Giving them back at once cost a busy worker a fifth of its CPU in `madvise` and in
-/// faulting the pages in again (`perf`, `jobu bench drain`); 100 ms keeps the pages a burst
-/// reuses (drain CPU −14 to −17 %) for about 1 MB more in an idle `jobu run` (with
-/// [`collect_freed_memory`]). Unless `MIMALLOC_PURGE_DELAY` says otherwise, that is the
-/// delay. Runs first in `main`, before any other thread exists. The option is set only
-/// while it reads as the purge delay's default, so a mimalloc that renumbered its options
-/// is left alone rather than given a wrong setting (a test below catches such an upgrade).
-#[cfg(feature = "mimalloc")]
-fn return_freed_memory_soon() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-        return;
-    }
-    // SAFETY: reads and sets a plain option value while no other thread exists.
-    unsafe {
-        if libmimalloc_sys::mi_option_get(PURGE_DELAY) == PURGE_DELAY_DEFAULT_MS {
-            libmimalloc_sys::mi_option_set(PURGE_DELAY, SHIPPED_PURGE_DELAY_MS);
-        }
-    }
-}
-
-#[cfg(not(feature = "mimalloc"))]
-fn return_freed_memory_soon() {}
-
-/// A thread's delayed purges run when it next allocates, so a thread that goes idle keeps
-/// what it freed last. Once a second the daemon asks mimalloc for the purges whose delay has
-/// passed: an idle `jobu run` held 27.8 MB with it, 28.2 – 29.4 MB without it and 26.4 –
-/// 26.8 MB with no delay at all.
-#[cfg(feature = "mimalloc")]
-async fn collect_freed_memory() {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        // SAFETY: mi_collect may be called from any thread at any time.
-        unsafe { libmimalloc_sys::mi_collect(false) };
-    }
-}
-
-#[cfg(not(feature = "mimalloc"))]
-async fn collect_freed_memory() {}
+mod allocator;
 
 /// Exit code for invalid input or configuration.
 const EXIT_USAGE: u8 = 2;
@@ -298,7 +239,7 @@ struct BackfillArgs {
 }
 
 fn main() -> ExitCode {
-    return_freed_memory_soon();
+    allocator::configure();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => daemon(cli.config, Roles::ALL),
@@ -351,7 +292,7 @@ fn daemon(config: Option<PathBuf>, roles: Roles) -> ExitCode {
         settings.admin.enabled = true;
     }
     runtime().block_on(async move {
-        tokio::spawn(collect_freed_memory());
+        tokio::spawn(allocator::collect_freed_memory());
         let running = match Runtime::new(settings).roles(roles).start().await {
             Ok(running) => running,
             Err(e @ RuntimeError::Invalid(_)) => {
@@ -847,21 +788,4 @@ fn backfill_table(name: &str, o: &jobu::store::backfill::BackfillOutcome) -> Str
         );
     }
     out
-}
-
-#[cfg(all(test, feature = "mimalloc"))]
-mod tests {
-    use super::*;
-
-    /// Option 15 still reads as a purge delay of 1000 ms: an upgraded mimalloc that moved or
-    /// changed the option fails here rather than silently keeping its 1 s delay.
-    #[test]
-    fn purge_delay_is_option_15_with_its_v3_default() {
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-            return; // the environment chose the value
-        }
-        // SAFETY: reads a plain option value.
-        let value = unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) };
-        assert_eq!(value, PURGE_DELAY_DEFAULT_MS);
-    }
 }
