@@ -113,6 +113,34 @@ backend_test!(migrations_are_idempotent, |db: TestDb| async move {
 });
 
 backend_test!(
+    migrations_go_down_one_at_a_time_and_up_again,
+    |db: TestDb| async move {
+        use migration::{Migrator, MigratorTrait};
+        // Every `down` runs on a schema with rows in it (an operator rolling back a release
+        // has data), then the whole set comes back and the store works on it.
+        seed_pending(&db.store, 3, 0).await;
+        let conn = db.store.connection();
+        let total = Migrator::migrations().len();
+        for left in (0..total).rev() {
+            Migrator::down(conn, Some(1))
+                .await
+                .unwrap_or_else(|e| panic!("down to {left} migrations: {e}"));
+            assert_eq!(
+                Migrator::get_applied_migrations(conn).await.unwrap().len(),
+                left
+            );
+        }
+        assert_eq!(db.store.migrate().await.unwrap(), total);
+        seed_pending(&db.store, 2, 0).await;
+        let row = claim_one(&db.store, "w1").await;
+        let token = row.owner_token.clone().unwrap();
+        assert!(db.store.succeed(row.id, &token, None).await.unwrap());
+        assert_eq!(count_status(&db.store, Status::Success).await, 1);
+        assert_eq!(count_status(&db.store, Status::Pending).await, 1);
+    }
+);
+
+backend_test!(
     eight_claimers_race_over_5000_rows,
     |db: TestDb| async move {
         const ROWS: usize = 5000;
