@@ -4,6 +4,7 @@
 
 pub use sea_orm_migration::prelude::*;
 
+mod indexes;
 mod m20261126_000001_initial;
 mod m20261126_000002_workers;
 mod m20261126_000003_execution_list_index;

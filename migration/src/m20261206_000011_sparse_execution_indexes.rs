@@ -17,7 +17,7 @@
 //! extra entries cost nothing and the schema stays as it is.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{ConnectionTrait, DatabaseBackend};
+use sea_orm_migration::sea_orm::DatabaseBackend;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -51,7 +51,6 @@ async fn rebuild(manager: &SchemaManager<'_>, sparse: bool) -> Result<(), DbErr>
     if manager.get_database_backend() != DatabaseBackend::Postgres {
         return Ok(());
     }
-    let db = manager.get_connection();
     for (name, unique, columns, predicate) in INDEXES {
         let predicate = match (sparse, name) {
             (true, _) => format!(" WHERE {predicate}"),
@@ -60,19 +59,7 @@ async fn rebuild(manager: &SchemaManager<'_>, sparse: bool) -> Result<(), DbErr>
             }
             (false, _) => String::new(),
         };
-        let unique = if unique { "UNIQUE " } else { "" };
-        // The new index first, under a temporary name: every query and every insert-if-absent
-        // always has one to use. The initial migration made the fire-time key a table
-        // constraint, later ones plain indexes: drop whichever it is.
-        let steps = [
-            format!("CREATE {unique}INDEX {name}_next ON job_executions {columns}{predicate}"),
-            format!("ALTER TABLE job_executions DROP CONSTRAINT IF EXISTS {name}"),
-            format!("DROP INDEX IF EXISTS {name}"),
-            format!("ALTER INDEX {name}_next RENAME TO {name}"),
-        ];
-        for sql in steps {
-            db.execute_unprepared(&sql).await?;
-        }
+        crate::indexes::rebuild(manager, name, unique, &format!("{columns}{predicate}")).await?;
     }
     Ok(())
 }

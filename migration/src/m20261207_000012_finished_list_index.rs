@@ -10,7 +10,7 @@
 //! costs nothing on a change of status and stays as it is (a partial one would cost them).
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{ConnectionTrait, DatabaseBackend};
+use sea_orm_migration::sea_orm::DatabaseBackend;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -24,17 +24,13 @@ async fn rebuild(manager: &SchemaManager<'_>, predicate: &str) -> Result<(), DbE
     if manager.get_database_backend() != DatabaseBackend::Postgres {
         return Ok(());
     }
-    // The new index first, under a temporary name, so the list always has one to read.
-    let steps = [
-        format!("CREATE INDEX {INDEX}_next ON job_executions (scheduled_time, id){predicate}"),
-        format!("DROP INDEX IF EXISTS {INDEX}"),
-        format!("ALTER INDEX {INDEX}_next RENAME TO {INDEX}"),
-    ];
-    let db = manager.get_connection();
-    for sql in steps {
-        db.execute_unprepared(&sql).await?;
-    }
-    Ok(())
+    crate::indexes::rebuild(
+        manager,
+        INDEX,
+        false,
+        &format!("(scheduled_time, id){predicate}"),
+    )
+    .await
 }
 
 #[async_trait::async_trait]
