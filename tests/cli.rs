@@ -547,6 +547,24 @@ fn bench_cron_creates_every_fire_time_once() {
     std::fs::remove_dir_all(&tmp).unwrap();
 }
 
+/// The bench's dispatcher has a pool of its own but the workers' in-process signal, as in
+/// `jobu run`: with a 30 s worker poll, fire times still start when due, not at the next poll.
+#[test]
+fn bench_cron_workers_hear_the_dispatcher_without_polling() {
+    let tmp = bench_tmp();
+    let report = bench_json(
+        &["cron", "--crons", "2", "--every", "1", "--for", "3"],
+        &[("JOBU__WORKER__POLL_INTERVAL_SECONDS", "30")],
+        &tmp,
+    );
+    let details = &report["each_run"][0]["details"];
+    assert_eq!(details["missing"], 0, "{report}");
+    assert_eq!(details["not_started"], 0, "{report}");
+    let max = report["lag_ms"]["max"].as_f64().unwrap_or(f64::MAX);
+    assert!(max < 15_000.0, "a fire time waited for the poll: {report}");
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
 #[test]
 fn bench_sleep_runs_attempts_side_by_side() {
     let tmp = bench_tmp();

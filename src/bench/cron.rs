@@ -166,10 +166,16 @@ pub async fn run(
     let mut dispatcher_settings = settings.clone();
     dispatcher_settings.worker.id = Some(format!("bench-{}-dispatcher", std::process::id()));
     let db = settings.default_database().clone();
+    let signal_of = worker_store.clone();
     let started = dispatcher_rt
         .handle()?
         .spawn(async move {
-            let store = crate::store::Store::connect(&db).await?;
+            // Its own pool, opened in its own runtime so that the driver's work counts as
+            // the dispatcher's; the in-process signal is the workers', as in `jobu run`
+            // (without it, on SQLite and MySQL the workers would learn of the first fire
+            // times only at their next poll).
+            let mut store = crate::store::Store::connect(&db).await?;
+            store.share_wakeups_with(&signal_of);
             let running = Runtime::new(dispatcher_settings)
                 .roles(DISPATCHER_ONLY)
                 .start_with_store(store.clone())

@@ -69,6 +69,12 @@ impl Store {
         &self.wakeups
     }
 
+    /// Makes this store raise (and its pools wait on) `other`'s signal, as if it were a
+    /// clone of it: for a second pool of one process opened apart from the first.
+    pub(crate) fn share_wakeups_with(&mut self, other: &Store) {
+        self.wakeups = other.wakeups.clone();
+    }
+
     /// Whether this store tells other processes through PostgreSQL `NOTIFY`
     /// (`worker.notify`; default true). Has no effect on other backends.
     pub fn set_notify(&self, on: bool) {
