@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, FromQueryResult, QueryFilter};
 
-use super::dialect::Sql;
+use super::dialect::{Dialect, Sql};
 use super::{Store, StoreResult};
 use crate::entities::cron_job;
 use crate::entities::job_execution::{self, Status};
@@ -15,11 +15,13 @@ use crate::entities::job_execution::{self, Status};
 /// How many of the latest started executions the schedule-lag statistic looks at.
 pub const LAG_SAMPLE: u64 = 1000;
 
-/// The two sides of an execution list: the rows of its index
-/// (`ix_job_executions_scheduled_time_id`, whose predicate on PostgreSQL names the same
-/// statuses) and the PENDING and RUNNING rows, which their own partial indexes hold.
+/// The sides of an execution list on PostgreSQL: the rows of its index
+/// (`ix_job_executions_scheduled_time_id`, whose predicate names the same statuses) and the
+/// PENDING and RUNNING rows, which their own partial indexes hold. On SQLite and MySQL that
+/// index holds every row, and one side reads it all.
 #[derive(Clone, Copy)]
 enum ListSide {
+    Every,
     Indexed,
     Unfinished,
 }
@@ -27,6 +29,7 @@ enum ListSide {
 impl ListSide {
     fn push_predicate(self, q: &mut Sql) {
         match self {
+            ListSide::Every => q,
             ListSide::Indexed => q
                 .push(" AND status NOT IN ")
                 .statuses(&[Status::Pending, Status::Running]),
@@ -141,14 +144,16 @@ impl Store {
 
         let offset = offset.min(i64::MAX as u64) as i64;
         let limit = limit.min(i64::MAX as u64) as i64;
-        // The list index holds neither PENDING nor RUNNING rows (migration 12: on PostgreSQL
+        // On PostgreSQL the list index holds neither PENDING nor RUNNING rows (migration 12:
         // each write of those would add an entry), so a page merges the newest of the other
         // rows, read from that index, with the newest of those two, read through their own
-        // partial indexes. A status filter needs one side only.
-        let sides: &[ListSide] = match filter.status {
-            Some(Status::Pending | Status::Running) => &[ListSide::Unfinished],
-            Some(_) => &[ListSide::Indexed],
-            None => &[ListSide::Indexed, ListSide::Unfinished],
+        // partial indexes; a status filter needs one side only. Elsewhere the index is full
+        // (a side of unfinished rows would scan all of it backwards for a few).
+        let sides: &[ListSide] = match (self.dialect, filter.status) {
+            (Dialect::Sqlite | Dialect::MySql, _) => &[ListSide::Every],
+            (Dialect::Postgres, Some(Status::Pending | Status::Running)) => &[ListSide::Unfinished],
+            (Dialect::Postgres, Some(_)) => &[ListSide::Indexed],
+            (Dialect::Postgres, None) => &[ListSide::Indexed, ListSide::Unfinished],
         };
         let columns = job_execution::select_list(false);
         let mut page = Sql::new(self.dialect);
