@@ -180,7 +180,7 @@ impl Store {
             ..(**settings).clone()
         })
         .await?;
-        store.wakeups = self.wakeups.clone();
+        store.share_wakeups_with(self);
         Ok(store)
     }
 
